@@ -1,0 +1,119 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// Source discovers the endpoints of targets.
+type Source interface {
+	// Watch discovers target and reports to pub until ctx is done.
+	//
+	// Called by a Hub (or a Pipeline), in a goroutine of its own, once per
+	// target while at least one consumer wants that target: concurrent
+	// demands share one call. Watch blocks. It calls pub.Publish with the
+	// complete set of endpoints every time its view changes (or whenever it
+	// likes: core drops a set equal to the current one), and pub.Fail when
+	// it cannot reach its backend; it never publishes a partial set.
+	//
+	// It returns once ctx is done, promptly and with every goroutine it
+	// started for this target stopped. Returning earlier ends the watch: an
+	// error marks the target stale with that error and, if IsRetryable, the
+	// Hub calls Watch again after a jittered backoff; nil means nothing more
+	// will change, and the last state stays. A source watching many targets
+	// may share work between calls (one informer per service, say).
+	Watch(ctx context.Context, target Target, pub Publisher) error
+}
+
+// Publisher receives a source's view of one target. Its methods are safe for
+// concurrent use, never block on sinks, and are ignored once the watch ended.
+type Publisher interface {
+	// Publish replaces the target's state with exactly set, marks it synced
+	// and fresh. Core derives what changed for each sink.
+	Publish(set Set)
+	// Fail reports that the source cannot confirm the target's state now.
+	// The last good set stays in force, marked stale with err's message and
+	// kind (see KindOf); if the source never published, the state stays
+	// unsynced and carries the error (a missing or forbidden target surfaces
+	// this way). Wrap ErrNotFound, ErrForbidden, ErrInvalid or
+	// ErrUnavailable to classify err.
+	Fail(err error)
+}
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func(ctx context.Context, target Target, pub Publisher) error
+
+// Watch calls f.
+func (f SourceFunc) Watch(ctx context.Context, target Target, pub Publisher) error {
+	return f(ctx, target, pub)
+}
+
+// Static is a Source of fixed endpoints, for tests and simple setups. Its
+// sets can be replaced at run time with Set; a target it does not know fails
+// with ErrNotFound. Safe for concurrent use; the zero value is not usable,
+// call NewStatic.
+type Static struct {
+	mu      sync.Mutex
+	sets    map[Target]Set
+	watches map[Target]map[*staticWatch]struct{}
+}
+
+type staticWatch struct{ pub Publisher }
+
+var _ Source = (*Static)(nil)
+
+// NewStatic returns a static source serving sets.
+func NewStatic(sets map[Target]Set) *Static {
+	s := &Static{sets: make(map[Target]Set, len(sets)), watches: map[Target]map[*staticWatch]struct{}{}}
+	for t, set := range sets {
+		s.sets[t] = set
+	}
+	return s
+}
+
+// Set replaces the endpoints of target and publishes them to running watches.
+func (s *Static) Set(target Target, set Set) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sets[target] = set
+	for w := range s.watches[target] {
+		w.pub.Publish(set)
+	}
+}
+
+// Delete forgets target; running watches of it fail with ErrNotFound.
+func (s *Static) Delete(target Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sets, target)
+	for w := range s.watches[target] {
+		w.pub.Fail(fmt.Errorf("core: static source has no target %s: %w", target, ErrNotFound))
+	}
+}
+
+// Watch publishes the target's set, then every replacement, until ctx is done.
+func (s *Static) Watch(ctx context.Context, target Target, pub Publisher) error {
+	w := &staticWatch{pub: pub}
+	s.mu.Lock()
+	if s.watches[target] == nil {
+		s.watches[target] = map[*staticWatch]struct{}{}
+	}
+	s.watches[target][w] = struct{}{}
+	if set, ok := s.sets[target]; ok {
+		pub.Publish(set)
+	} else {
+		pub.Fail(fmt.Errorf("core: static source has no target %s: %w", target, ErrNotFound))
+	}
+	s.mu.Unlock()
+
+	<-ctx.Done()
+
+	s.mu.Lock()
+	delete(s.watches[target], w)
+	if len(s.watches[target]) == 0 {
+		delete(s.watches, target)
+	}
+	s.mu.Unlock()
+	return nil
+}
