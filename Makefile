@@ -8,20 +8,30 @@ TOOLS := $(CACHE)/tools
 GOTESTFLAGS ?= -race -count=1 -timeout 20m
 BENCHFLAGS ?= -run '^$$' -bench . -benchmem
 
-.PHONY: all test lint vet fmt modules-check tidy tidy-check bench demo ci help
+.PHONY: all test lint vet fmt modules-check tidy tidy-check bench demo ci help k8s-bins
 
 all: lint test
 
 help:
 	@echo "make demo           run the demo (not yet: lands with the demo issue)"
-	@echo "make test           race tests of every module ($(words $(MODULES)) modules)"
+	@echo "make test           race tests of every module ($(words $(MODULES)) modules); builds k8s-bins first"
+	@echo "make k8s-bins       build kube-apiserver, etcd, kubectl (pinned in .ci/k8s) into $(CACHE)"
 	@echo "make lint           gofmt, go vet and staticcheck (pinned in .ci/tools/go.mod)"
 	@echo "make modules-check  build, vet and compile tests of each module alone (GOWORK=off)"
 	@echo "make tidy           go mod tidy in every module; tidy-check only reports"
 	@echo "make bench          benchmarks of every module"
 
-test:
-	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && go test $(GOTESTFLAGS) ./...); done
+# Kubernetes binaries for the tests' control planes, built once per version
+# into $(CACHE) (minutes when cold, nothing when cached).
+k8s-bins:
+	@DISCO_CACHE=$(CACHE) .ci/k8s-bins >/dev/null
+
+# Tests find the binaries through DISCO_K8S_BINS. CI also sets
+# DISCO_REQUIRE_K8S=1 and DISCO_REQUIRE_NETNS=1 so that nothing skips there.
+test: k8s-bins
+	@bins=$$(DISCO_CACHE=$(CACHE) .ci/k8s-bins 2>/dev/null); \
+	  for m in $(MODULES); do echo "== go test $$m"; \
+	    (cd $$m && DISCO_K8S_BINS=$$bins go test $(GOTESTFLAGS) ./...); done
 
 fmt:
 	@gofmt -w $$(git ls-files '*.go' | grep -v '\.pb\.go$$')
