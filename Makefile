@@ -7,6 +7,8 @@ CACHE ?= $(HOME)/.cache/disco
 TOOLS := $(CACHE)/tools
 GOTESTFLAGS ?= -race -count=1 -timeout 20m
 BENCHFLAGS ?= -run '^$$' -bench . -benchmem
+# Every Go file, tracked or not yet, except generated protobuf code.
+GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -name '*.pb.go')
 
 .PHONY: all test lint vet fmt modules-check tidy tidy-check bench demo ci help k8s-bins
 
@@ -34,7 +36,7 @@ test: k8s-bins
 	    (cd $$m && DISCO_K8S_BINS=$$bins go test $(GOTESTFLAGS) ./...); done
 
 fmt:
-	@gofmt -w $$(git ls-files '*.go' | grep -v '\.pb\.go$$')
+	@gofmt -w $(GOFILES)
 
 vet:
 	@for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && go vet ./...); done
@@ -44,7 +46,7 @@ $(TOOLS)/staticcheck: .ci/tools/go.mod .ci/tools/go.sum
 	cd .ci/tools && GOWORK=off go build -o $@ honnef.co/go/tools/cmd/staticcheck
 
 lint: vet $(TOOLS)/staticcheck
-	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	@bad=$$(gofmt -l $(GOFILES)); \
 	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	@for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && $(TOOLS)/staticcheck ./...); done
 

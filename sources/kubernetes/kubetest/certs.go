@@ -19,9 +19,9 @@ import (
 // pki is what a control plane needs: a CA, a serving certificate signed by it
 // for 127.0.0.1 and localhost, and a service-account signing key pair.
 type pki struct {
-	caPEM                  []byte
-	certFile, keyFile      string // serving cert and key
-	saPubFile, saKeyFile   string // service-account verification and signing keys
+	caPEM                []byte
+	certFile, keyFile    string // serving cert and key
+	saPubFile, saKeyFile string // service-account verification and signing keys
 }
 
 func writePEM(path, typ string, der []byte) error {

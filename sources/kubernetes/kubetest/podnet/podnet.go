@@ -452,7 +452,9 @@ func (p *Pod) Kill() {
 
 // Disconnect takes the pod's link down: packets to it are dropped silently,
 // as when a node vanishes, and connections hang rather than reset.
-func (p *Pod) Disconnect(ctx context.Context) error { return ip(ctx, "link", "set", p.hostVeth, "down") }
+func (p *Pod) Disconnect(ctx context.Context) error {
+	return ip(ctx, "link", "set", p.hostVeth, "down")
+}
 
 // Reconnect brings the pod's link back up.
 func (p *Pod) Reconnect(ctx context.Context) error { return ip(ctx, "link", "set", p.hostVeth, "up") }
