@@ -26,6 +26,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("KUBETEST_HELPER") == "1" {
+		holdControlPlane()
+		return
+	}
 	goleak.VerifyTestMain(m,
 		// client-go's and klog's process-wide background goroutines.
 		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
