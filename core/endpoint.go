@@ -177,3 +177,24 @@ func withID(e *Endpoint) *Endpoint {
 	c.ID = hostPort(e.Addresses[0], e.Port)
 	return &c
 }
+
+// Routable returns the endpoints of s that should get new requests, by
+// kube-proxy's rule (KEP-1669): every ready endpoint; only if none is ready,
+// the endpoints that are serving while terminating (draining pods that still
+// answer). Sources publish all endpoints with their conditions; sinks that
+// route use this. The result is in ID order, in a new slice.
+func Routable(s Set) []*Endpoint {
+	var ready, fallback []*Endpoint
+	for e := range s.All() {
+		switch c := e.Conditions; {
+		case c.IsReady():
+			ready = append(ready, e)
+		case len(ready) == 0 && c.IsServing() && c.IsTerminating():
+			fallback = append(fallback, e)
+		}
+	}
+	if len(ready) > 0 {
+		return ready
+	}
+	return fallback
+}

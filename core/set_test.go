@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 )
 
 func ep(id string, addrs ...string) *core.Endpoint {
@@ -202,5 +203,34 @@ func TestSetJSON(t *testing.T) {
 		if err := json.Unmarshal([]byte(in), &s); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Unmarshal(%s) error = %v, want %q", in, err, want)
 		}
+	}
+}
+
+func TestRoutable(t *testing.T) {
+	f, tr := core.Bool(false), core.Bool(true)
+	ready := &core.Endpoint{ID: "ready", Addresses: []string{"1"}}
+	notReady := &core.Endpoint{ID: "starting", Addresses: []string{"2"}, Conditions: core.Conditions{Ready: f, Serving: f}}
+	draining := &core.Endpoint{ID: "draining", Addresses: []string{"3"}, Conditions: core.Conditions{Ready: f, Serving: tr, Terminating: tr}}
+	gone := &core.Endpoint{ID: "gone", Addresses: []string{"4"}, Conditions: core.Conditions{Ready: f, Serving: f, Terminating: tr}}
+	tests := []struct {
+		name string
+		in   []*core.Endpoint
+		want string
+	}{
+		{name: "ready wins over draining", in: []*core.Endpoint{ready, notReady, draining, gone}, want: "ready"},
+		{name: "draining only when none is ready", in: []*core.Endpoint{notReady, draining, gone}, want: "draining"},
+		{name: "nothing usable", in: []*core.Endpoint{notReady, gone}, want: ""},
+		{name: "empty", want: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range core.Routable(coretest.Set(t, tt.in...)) {
+				got = append(got, e.ID)
+			}
+			if strings.Join(got, ",") != tt.want {
+				t.Fatalf("Routable = %v, want %q", got, tt.want)
+			}
+		})
 	}
 }
