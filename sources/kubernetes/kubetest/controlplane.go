@@ -194,6 +194,9 @@ func start(ctx context.Context, bins string, o options) (cp *ControlPlane, err e
 		"--shutdown-watch-termination-grace-period=2s",
 		"--watch-cache=" + strconv.FormatBool(o.watchCache),
 		"--profiling=false",
+		// The "kubernetes" Service would point at 127.0.0.1, which the API
+		// server itself rejects; skip its reconciler instead of logging that.
+		"--endpoint-reconciler-type=none",
 		"--v=1",
 	}
 	cp.apiserver = &proc{name: "kube-apiserver", bin: filepath.Join(bins, "kube-apiserver"), dir: dir,
