@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -282,6 +283,27 @@ func TestSourceAgainstRealAPIServer(t *testing.T) {
 		}
 		if n := seriesOf(t, reg, "shared-watch"); n != 0 {
 			t.Fatalf("%d series left after the last target went", n)
+		}
+	})
+
+	t.Run("the client's zone from its node's label", func(t *testing.T) {
+		t.Parallel()
+		ctx := ctxFor(t, time.Minute)
+		cs, err := cp.AdminClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1",
+			Labels: map[string]string{"topology.kubernetes.io/zone": "zone-a"}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := newSource(t, cp.AdminConfig())
+		if z, err := src.NodeZone(ctx, "node-1"); err != nil || z != "zone-a" {
+			t.Fatalf("NodeZone = %q, %v", z, err)
+		}
+		if _, err := src.NodeZone(ctx, "nosuch"); !errors.Is(err, core.ErrNotFound) {
+			t.Fatalf("NodeZone(nosuch) = %v", err)
 		}
 	})
 

@@ -1,0 +1,432 @@
+package grpcresolver_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	k8s "k8s.io/client-go/kubernetes"
+
+	"github.com/disco-lb/disco/sinks/grpcresolver"
+	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
+	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
+	"github.com/disco-lb/disco/sources/kubernetes/kubetest/podnet"
+)
+
+// cluster is a real API server and real pods: each pod a network namespace
+// running a gRPC test server that answers with its pod name. It writes the
+// service's EndpointSlices the way the EndpointSlice controller does.
+type cluster struct {
+	t      testing.TB
+	cp     *kubetest.ControlPlane
+	net    *podnet.Network
+	cs     *k8s.Clientset
+	ns     string
+	slices int // spread endpoints over this many slices
+
+	mu   sync.Mutex
+	pods map[string]*greeterPod
+	rv   map[string]string // slice name -> resourceVersion
+}
+
+type greeterPod struct {
+	name, uid   string
+	pod         *podnet.Pod
+	srv         *server
+	gs          *grpc.Server
+	ready       bool
+	terminating bool
+	zone        string
+	hints       []string
+	added       int // order of creation
+}
+
+func newCluster(t testing.TB, slices int) *cluster {
+	t.Helper()
+	n := podnet.NewForTest(t)
+	cp := kubetest.New(t)
+	ctx := ctxFor(t, time.Minute)
+	if err := cp.EnsureNamespace(ctx, "demo"); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := cp.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cs.CoreV1().Services("demo").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "greeter"},
+		Spec:       corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Name: "grpc", Port: 50051}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cluster{t: t, cp: cp, net: n, cs: cs, ns: "demo", slices: slices, pods: map[string]*greeterPod{}, rv: map[string]string{}}
+}
+
+// startPod creates a pod running a server, not yet in the slices.
+func (c *cluster) startPod(name, zone string, hints ...string) *greeterPod {
+	c.t.Helper()
+	p, err := c.net.AddPod(context.Background(), name)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ln, err := p.Listen("tcp", ":50051")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	srv, gs := serveOn(c.t, ln, name)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := &greeterPod{name: name, uid: "uid-" + name, pod: p, srv: srv, gs: gs, zone: zone, hints: hints, added: len(c.pods)}
+	c.pods[name] = g
+	return g
+}
+
+// publish writes the slices for the current pods and returns when the API
+// server has acknowledged them.
+func (c *cluster) publish() {
+	c.t.Helper()
+	c.mu.Lock()
+	var ps []*greeterPod
+	for _, p := range c.pods {
+		ps = append(ps, p)
+	}
+	c.mu.Unlock()
+	sort.Slice(ps, func(i, j int) bool { return ps[i].added < ps[j].added })
+	ctx := context.Background()
+	api := c.cs.DiscoveryV1().EndpointSlices(c.ns)
+	name, port, proto := "grpc", int32(50051), corev1.ProtocolTCP
+	for s := range c.slices {
+		sl := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: fmt.Sprintf("greeter-%d", s), Labels: map[string]string{discoveryv1.LabelServiceName: "greeter"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
+			Endpoints:   []discoveryv1.Endpoint{},
+		}
+		for i, p := range ps {
+			if i%c.slices != s {
+				continue
+			}
+			ready, serving, term := p.ready, p.ready || p.terminating, p.terminating
+			e := discoveryv1.Endpoint{
+				Addresses:  []string{p.pod.IP().String()},
+				Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &term},
+				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: c.ns, Name: p.name, UID: types.UID(p.uid)},
+			}
+			if p.zone != "" {
+				z := p.zone
+				e.Zone = &z
+			}
+			if len(p.hints) > 0 {
+				e.Hints = &discoveryv1.EndpointHints{}
+				for _, h := range p.hints {
+					e.Hints.ForZones = append(e.Hints.ForZones, discoveryv1.ForZone{Name: h})
+				}
+			}
+			sl.Endpoints = append(sl.Endpoints, e)
+		}
+		var out *discoveryv1.EndpointSlice
+		var err error
+		if rv := c.rv[sl.Name]; rv != "" {
+			sl.ResourceVersion = rv
+			out, err = api.Update(ctx, sl, metav1.UpdateOptions{})
+		} else {
+			out, err = api.Create(ctx, sl, metav1.CreateOptions{})
+		}
+		if err != nil {
+			c.t.Fatalf("publish slice %s: %v", sl.Name, err)
+		}
+		c.rv[sl.Name] = out.ResourceVersion
+	}
+}
+
+func (c *cluster) set(name string, ready, terminating bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pods[name].ready, c.pods[name].terminating = ready, terminating
+}
+
+// removePod takes the pod out of the slices, then deletes it.
+func (c *cluster) removePod(name string) {
+	c.mu.Lock()
+	p := c.pods[name]
+	delete(c.pods, name)
+	c.mu.Unlock()
+	c.publish()
+	p.gs.Stop()
+	if err := p.pod.Delete(); err != nil {
+		c.t.Error(err)
+	}
+}
+
+// drain deletes a pod the way Kubernetes does: terminating and not ready in
+// its slice, a preStop delay that covers the propagation, a graceful stop
+// that lets in-flight calls finish, then out of the slice and gone.
+func (c *cluster) drain(name string, preStop time.Duration) {
+	c.set(name, false, true)
+	c.publish()
+	time.Sleep(preStop)
+	c.mu.Lock()
+	gs := c.pods[name].gs
+	c.mu.Unlock()
+	gs.GracefulStop()
+	c.removePod(name)
+}
+
+// client dials kubernetes:///greeter.demo:grpc through the resolver.
+func (c *cluster) client(opts ...grpcresolver.Option) testgrpc.TestServiceClient {
+	cl, _ := c.clientAndBuilder(opts...)
+	return cl
+}
+
+func (c *cluster) clientAndBuilder(opts ...grpcresolver.Option) (testgrpc.TestServiceClient, *grpcresolver.Builder) {
+	c.t.Helper()
+	src, err := kubernetes.New(c.cp.AdminConfig())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	b := grpcresolver.NewKubernetes(src, opts...)
+	c.t.Cleanup(func() { b.Close() })
+	return testgrpc.NewTestServiceClient(dial(c.t, "kubernetes:///greeter.demo:grpc", grpc.WithResolvers(b))), b
+}
+
+// load runs concurrency callers until stop is closed and at least min calls
+// were made; it returns the count of calls per pod and the failures.
+type loadResult struct {
+	ok, failed int64
+	perPod     map[string]int64
+	errs       []error
+}
+
+func load(ctx context.Context, client testgrpc.TestServiceClient, concurrency int, min int64, stop <-chan struct{}) loadResult {
+	var ok, failed, total atomic.Int64
+	var mu sync.Mutex
+	res := loadResult{perPod: map[string]int64{}}
+	var wg sync.WaitGroup
+	for range concurrency {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					if total.Load() >= min {
+						return
+					}
+				case <-ctx.Done():
+					return
+				default:
+				}
+				total.Add(1)
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				r, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{})
+				cancel()
+				mu.Lock()
+				if err != nil {
+					failed.Add(1)
+					if len(res.errs) < 10 {
+						res.errs = append(res.errs, err)
+					}
+				} else {
+					ok.Add(1)
+					res.perPod[r.ServerId]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	res.ok, res.failed = ok.Load(), failed.Load()
+	return res
+}
+
+// waitServing waits until every named pod has answered a call.
+func waitServing(t *testing.T, ctx context.Context, client testgrpc.TestServiceClient, names ...string) {
+	t.Helper()
+	waitServingTB(t, ctx, client, names...)
+}
+
+func waitServingTB(t testing.TB, ctx context.Context, client testgrpc.TestServiceClient, names ...string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for len(seen) < len(names) {
+		r, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatalf("waiting for %v: %v", names, err)
+		}
+		if slices.Contains(names, r.ServerId) {
+			seen[r.ServerId] = true
+		}
+	}
+}
+
+// Five pods replaced one by one the way Kubernetes does it, under load of
+// 50 concurrent callers: not one call may fail.
+func TestRollingReplacementUnderLoadFailsNoCall(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := ctxFor(t, 3*time.Minute)
+	var names []string
+	for i := range 5 {
+		p := c.startPod(fmt.Sprintf("greeter-old-%d", i), "")
+		c.set(p.name, true, false)
+		names = append(names, p.name)
+	}
+	c.publish()
+	client := c.client()
+	waitServing(t, ctx, client, names...)
+
+	stop := make(chan struct{})
+	results := make(chan loadResult, 1)
+	go func() { results <- load(ctx, client, 50, 10000, stop) }()
+	time.Sleep(300 * time.Millisecond) // load is flowing
+	for i, old := range names {
+		// The new pod starts and becomes ready.
+		p := c.startPod(fmt.Sprintf("greeter-new-%d", i), "")
+		c.set(p.name, true, false)
+		c.publish()
+		// The old pod is deleted: terminating, drained, gone.
+		c.drain(old, 500*time.Millisecond)
+	}
+	close(stop)
+	r := <-results
+	t.Logf("rolling replacement of 5 pods under 50 concurrent callers: %d calls, %d failed; per pod %v", r.ok+r.failed, r.failed, r.perPod)
+	if r.failed != 0 {
+		t.Fatalf("%d calls failed, want 0: %v", r.failed, r.errs)
+	}
+	if r.ok < 10000 {
+		t.Fatalf("only %d calls", r.ok)
+	}
+	for i := range 5 {
+		if r.perPod[fmt.Sprintf("greeter-new-%d", i)] == 0 {
+			t.Fatalf("new pod %d got no call", i)
+		}
+	}
+}
+
+// Scaling 2 -> 6: every new pod gets calls within a second of being ready in
+// its slice. With N steady pods, the busiest gets at most 1.2x the calls of
+// the least busy.
+func TestScaleUpAndDistribution(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := ctxFor(t, 3*time.Minute)
+	var names []string
+	for i := range 2 {
+		p := c.startPod(fmt.Sprintf("greeter-%d", i), "")
+		c.set(p.name, true, false)
+		names = append(names, p.name)
+	}
+	c.publish()
+	client := c.client()
+	waitServing(t, ctx, client, names...)
+
+	stop := make(chan struct{})
+	results := make(chan loadResult, 1)
+	go func() { results <- load(ctx, client, 20, 0, stop) }()
+	var delays []time.Duration
+	for i := 2; i < 6; i++ {
+		p := c.startPod(fmt.Sprintf("greeter-%d", i), "")
+		c.set(p.name, true, false)
+		readyAt := time.Now() // the slice write is issued now
+		c.publish()
+		deadline := time.Now().Add(5 * time.Second)
+		for p.srv.first.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		if p.srv.first.Load() == 0 {
+			t.Fatalf("pod %s got no call within 5s of being ready", p.name)
+		}
+		delays = append(delays, time.Unix(0, p.srv.first.Load()).Sub(readyAt))
+	}
+	close(stop)
+	<-results
+	t.Logf("scale 2->6: first call to each new pod after its slice write was issued: %v", delays)
+	for i, d := range delays {
+		if d > time.Second {
+			t.Fatalf("new pod %d got its first call %v after being ready, want within 1s", i+2, d)
+		}
+	}
+
+	// Distribution over the 6 steady pods.
+	stop = make(chan struct{})
+	close(stop)
+	r := load(ctx, client, 50, 12000, stop)
+	if r.failed != 0 {
+		t.Fatalf("%d calls failed: %v", r.failed, r.errs)
+	}
+	var counts []int64
+	for _, n := range r.perPod {
+		counts = append(counts, n)
+	}
+	slices.Sort(counts)
+	ratio := float64(counts[len(counts)-1]) / float64(counts[0])
+	t.Logf("distribution over 6 pods, %d calls: %v, busiest/least busy = %.3f", r.ok, r.perPod, ratio)
+	if len(counts) != 6 || ratio > 1.2 {
+		t.Fatalf("distribution %v (ratio %.3f), want all 6 pods within 1.2x", r.perPod, ratio)
+	}
+}
+
+// A client in zone-a sends nothing to zone-b while zone-a has ready pods,
+// and fails over when zone-a empties.
+func TestZoneAwareBalancing(t *testing.T) {
+	grpcresolver.RegisterZoneAware("zone-a")
+	c := newCluster(t, 1)
+	ctx := ctxFor(t, 3*time.Minute)
+	for _, p := range []struct{ name, zone string }{{"a-0", "zone-a"}, {"a-1", "zone-a"}, {"b-0", "zone-b"}, {"b-1", "zone-b"}} {
+		c.startPod(p.name, p.zone, p.zone)
+		c.set(p.name, true, false)
+	}
+	c.publish()
+	client := c.client(grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("", 1)))
+	waitServing(t, ctx, client, "a-0", "a-1")
+	stop := make(chan struct{})
+	close(stop)
+	r := load(ctx, client, 10, 2000, stop)
+	t.Logf("zone-a client, zone-a ready: %v", r.perPod)
+	if r.failed != 0 || r.perPod["b-0"]+r.perPod["b-1"] != 0 || r.perPod["a-0"] == 0 || r.perPod["a-1"] == 0 {
+		t.Fatalf("calls %v failed %d: want zone-a only", r.perPod, r.failed)
+	}
+	// Zone a empties: its pods go not ready, then away.
+	c.set("a-0", false, true)
+	c.set("a-1", false, true)
+	c.publish()
+	waitServing(t, ctx, client, "b-0", "b-1")
+	c.removePod("a-0")
+	c.removePod("a-1")
+	r = load(ctx, client, 10, 2000, stop)
+	t.Logf("zone-a client, zone-a empty: %v", r.perPod)
+	if r.failed != 0 || r.perPod["b-0"] == 0 || r.perPod["b-1"] == 0 {
+		t.Fatalf("after failover: calls %v failed %d: %v", r.perPod, r.failed, r.errs)
+	}
+}
+
+// 250 endpoints in 3 slices: the client connects to all 250 (kuberesolver
+// sees only one slice).
+func TestConnectsToAll250EndpointsAcross3Slices(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := ctxFor(t, 5*time.Minute)
+	var names []string
+	for i := range 250 {
+		p := c.startPod(fmt.Sprintf("greeter-%03d", i), "")
+		c.set(p.name, true, false)
+		names = append(names, p.name)
+	}
+	c.publish()
+	client := c.client()
+	waitServing(t, ctx, client, names...)
+	stop := make(chan struct{})
+	close(stop)
+	r := load(ctx, client, 50, 5000, stop)
+	if r.failed != 0 || len(r.perPod) != 250 {
+		t.Fatalf("%d pods answered of 250, %d failed", len(r.perPod), r.failed)
+	}
+	t.Logf("250 endpoints in 3 slices: %d calls reached %d pods", r.ok, len(r.perPod))
+}

@@ -1,0 +1,61 @@
+package grpcresolver_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/sinks/grpcresolver"
+	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
+)
+
+// The usual setup in a pod: the Kubernetes source, the resolver for scheme
+// "kubernetes", a client balancing round robin over every ready pod.
+func ExampleNewKubernetes() {
+	cfg, ns, err := kubernetes.LoadConfig("") // in-cluster, or $KUBECONFIG
+	if err != nil {
+		log.Fatal(err)
+	}
+	src, err := kubernetes.New(cfg, kubernetes.WithNamespace(ns))
+	if err != nil {
+		log.Fatal(err)
+	}
+	b := grpcresolver.NewKubernetes(src)
+	defer b.Close()
+	cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc",
+		grpc.WithResolvers(b), // or grpcresolver.Register(b) once at start-up
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cc.Close()
+	// pb.NewGreeterClient(cc).SayHello(ctx, ...)
+}
+
+// Zone-aware balancing: stay in the client's zone while it has a ready
+// endpoint, use every zone otherwise.
+func ExampleRegisterZoneAware() {
+	grpcresolver.RegisterZoneAware("") // zone from the service config below
+	fmt.Println(grpcresolver.ZoneAwareServiceConfig("zone-a", 1))
+	// Output: {"loadBalancingConfig":[{"disco_zone_aware":{"zone":"zone-a","minReady":1}}]}
+}
+
+// Any core source can serve a scheme: here fixed endpoints.
+func ExampleNew() {
+	target := core.Target{Name: "greeter"}
+	set, _ := core.NewSet(&core.Endpoint{Addresses: []string{"10.0.0.1"}, Port: 50051})
+	src := core.NewStatic(map[core.Target]core.Set{target: set})
+	b := grpcresolver.New("static", src, func(text string) (core.Target, error) { return target, nil })
+	defer b.Close()
+	cc, err := grpc.NewClient("static:///greeter", grpc.WithResolvers(b), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cc.Close()
+	_ = context.Background()
+}

@@ -1,0 +1,334 @@
+package grpcresolver_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
+	"google.golang.org/grpc/status"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/sinks/grpcresolver"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+	)
+}
+
+func ctxFor(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// server is a test service that answers UnaryCall with its name and counts
+// the calls it served.
+type server struct {
+	testgrpc.UnimplementedTestServiceServer
+	name  string
+	calls atomic.Int64
+	first atomic.Int64 // unix nanos of the first call
+}
+
+func (s *server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	s.first.CompareAndSwap(0, time.Now().UnixNano())
+	s.calls.Add(1)
+	return &testgrpc.SimpleResponse{ServerId: s.name, Hostname: s.name}, nil
+}
+
+// serveOn runs a gRPC test server on ln until the test ends.
+func serveOn(t testing.TB, ln net.Listener, name string) (*server, *grpc.Server) {
+	t.Helper()
+	s := &server{name: name}
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, s)
+	done := make(chan struct{})
+	go func() { defer close(done); gs.Serve(ln) }()
+	t.Cleanup(func() { gs.Stop(); <-done })
+	return s, gs
+}
+
+func loopbackServer(t *testing.T, name string) (*server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := serveOn(t, ln, name)
+	return s, ln.Addr().String()
+}
+
+func endpointAt(id, hostport string) *core.Endpoint {
+	host, port, _ := net.SplitHostPort(hostport)
+	var p uint16
+	fmt.Sscan(port, &p)
+	return &core.Endpoint{ID: id, Name: id, Addresses: []string{host}, Port: p}
+}
+
+func staticParser(text string) (core.Target, error) {
+	u, err := url.Parse(text)
+	if err != nil {
+		return core.Target{}, err
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if name == "" || strings.Contains(name, " ") {
+		return core.Target{}, fmt.Errorf("bad target %q: %w", text, core.ErrInvalid)
+	}
+	return core.Target{Name: name}, nil
+}
+
+func dial(t testing.TB, target string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func TestBalancesAcrossEveryEndpointAndFollowsChanges(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	var eps []*core.Endpoint
+	for i := range 3 {
+		s, addr := loopbackServer(t, fmt.Sprint("s", i))
+		eps = append(eps, endpointAt(s.name, addr))
+	}
+	target := core.Target{Name: "greeter"}
+	src := core.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, eps[:2]...)})
+	b := grpcresolver.New("static", src, staticParser)
+	defer b.Close()
+	client := testgrpc.NewTestServiceClient(dial(t, "static:///greeter", grpc.WithResolvers(b)))
+	call := func(n int) map[string]int {
+		seen := map[string]int{}
+		for range n {
+			r, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[r.ServerId]++
+		}
+		return seen
+	}
+	for seen := call(2); seen["s0"] == 0 || seen["s1"] == 0; seen = call(2) {
+		if ctx.Err() != nil { // until both connections are ready
+			t.Fatal("both servers never answered")
+		}
+	}
+	if seen := call(40); seen["s0"] != 20 || seen["s1"] != 20 {
+		t.Fatalf("calls per server: %v, want 20/20 round robin", seen)
+	}
+	src.Set(target, coretest.Set(t, eps[1], eps[2]))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		seen := call(30)
+		if seen["s0"] == 0 && seen["s1"] == 15 && seen["s2"] == 15 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the change: %v", seen)
+		}
+	}
+}
+
+func TestMissingTargetFailsFastWithItsReason(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	src := core.NewStatic(nil) // knows no target: ErrNotFound
+	b := grpcresolver.New("static", src, staticParser)
+	defer b.Close()
+	client := testgrpc.NewTestServiceClient(dial(t, "static:///nosuch", grpc.WithResolvers(b)))
+	begin := time.Now()
+	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "target not found") {
+		t.Fatalf("call = %v, want Unavailable naming the missing target", err)
+	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Fatalf("took %v: calls must fail fast, not hang until their deadline", d)
+	}
+}
+
+func TestUnparseableTargetFailsCalls(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	b := grpcresolver.New("static", core.NewStatic(nil), staticParser)
+	defer b.Close()
+	client := testgrpc.NewTestServiceClient(dial(t, "static:///bad%20name", grpc.WithResolvers(b)))
+	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+	if err == nil || !strings.Contains(err.Error(), "bad target") {
+		t.Fatalf("call = %v, want the parse error", err)
+	}
+}
+
+// recordingCC is a resolver.ClientConn that records what the resolver sends.
+type recordingCC struct {
+	resolver.ClientConn
+	mu      sync.Mutex
+	states  []resolver.State
+	errs    []error
+	changed chan struct{}
+}
+
+func newRecordingCC() *recordingCC { return &recordingCC{changed: make(chan struct{}, 100)} }
+
+func (c *recordingCC) UpdateState(s resolver.State) error {
+	c.mu.Lock()
+	c.states = append(c.states, s)
+	c.mu.Unlock()
+	c.changed <- struct{}{}
+	return nil
+}
+
+func (c *recordingCC) ReportError(err error) {
+	c.mu.Lock()
+	c.errs = append(c.errs, err)
+	c.mu.Unlock()
+	c.changed <- struct{}{}
+}
+
+func (c *recordingCC) ParseServiceConfig(string) *serviceconfig.ParseResult { return nil }
+
+func (c *recordingCC) counts() (int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.states), len(c.errs)
+}
+
+func (c *recordingCC) wait(t *testing.T, ctx context.Context, states, errs int) {
+	t.Helper()
+	for {
+		s, e := c.counts()
+		if s >= states && e >= errs {
+			if s > states || e > errs {
+				t.Fatalf("%d states and %d errors, want %d and %d", s, e, states, errs)
+			}
+			return
+		}
+		select {
+		case <-c.changed:
+		case <-ctx.Done():
+			t.Fatalf("%d states and %d errors, want %d and %d", s, e, states, errs)
+		}
+	}
+}
+
+func build(t *testing.T, b *grpcresolver.Builder, target string, cc resolver.ClientConn) resolver.Resolver {
+	t.Helper()
+	u, _ := url.Parse(target)
+	r, err := b.Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+func TestWhatTheResolverSends(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	target := core.Target{Name: "greeter"}
+	src := coretest.NewScript()
+	b := grpcresolver.New("static", src, staticParser)
+	defer b.Close()
+	cc := newRecordingCC()
+	build(t, b, "static:///greeter", cc)
+	if err := src.WaitRunning(ctx, target, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	// Before the first sync: a transient failure sends nothing at all.
+	src.Fail(target, errors.New("connection refused"))
+	time.Sleep(50 * time.Millisecond)
+	if s, _ := cc.counts(); s != 0 {
+		t.Fatal("a state was sent before the first sync")
+	}
+
+	// Dual stack: one endpoint with both addresses; attributes carried.
+	dual := &core.Endpoint{ID: "a", Name: "greeter-a", Addresses: []string{"10.244.0.2", "fd00::2"}, Port: 50051,
+		Zone: "zone-a", Node: "node-1", ZoneHints: []string{"zone-a"}, Weight: 3}
+	notReady := &core.Endpoint{ID: "b", Addresses: []string{"10.244.0.3"}, Port: 50051, Conditions: core.Conditions{Ready: core.Bool(false)}}
+	src.Publish(target, coretest.Set(t, dual, notReady))
+	cc.wait(t, ctx, 1, 1)
+	st := cc.states[0]
+	if len(st.Endpoints) != 1 || len(st.Endpoints[0].Addresses) != 2 || st.Endpoints[0].Addresses[1].Addr != "[fd00::2]:50051" || len(st.Addresses) != 2 {
+		t.Fatalf("state = %+v; want the ready dual-stack endpoint only, with both addresses", st)
+	}
+	info, ok := grpcresolver.InfoOf(st.Endpoints[0].Attributes)
+	if !ok || info.Name != "greeter-a" || info.Zone != "zone-a" || info.Node != "node-1" || info.Weight != 3 || info.ZoneHints[0] != "zone-a" {
+		t.Fatalf("info = %+v", info)
+	}
+	if a, ok := grpcresolver.InfoOf(st.Addresses[1].Attributes); !ok || a.ID != "a" {
+		t.Fatalf("address info = %+v", a)
+	}
+
+	// A change to a non-routable endpoint, or staleness, changes nothing sent.
+	notReady2 := *notReady
+	notReady2.Zone = "zone-b"
+	src.Publish(target, coretest.Set(t, dual, &notReady2))
+	src.Fail(target, errors.New("watch broken"))
+	time.Sleep(100 * time.Millisecond)
+	if s, _ := cc.counts(); s != 1 {
+		t.Fatalf("%d states: an unchanged routable set was sent again", s)
+	}
+
+	// Scale to zero is a real, empty state.
+	src.Publish(target, core.Set{})
+	cc.wait(t, ctx, 2, 1)
+	if n := len(cc.states[1].Endpoints); n != 0 {
+		t.Fatalf("scale to zero sent %d endpoints", n)
+	}
+
+	// A synced target whose Service disappears: the error is reported.
+	src.Fail(target, fmt.Errorf("service demo/greeter not found: %w", core.ErrNotFound))
+	cc.wait(t, ctx, 2, 2)
+	if err := cc.errs[1]; !errors.Is(err, core.ErrNotFound) || !strings.Contains(err.Error(), "service demo/greeter not found") {
+		t.Fatalf("reported %v", err)
+	}
+}
+
+func TestResolversShareAWatchAndCloseReleasesIt(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	target := core.Target{Name: "greeter"}
+	src := coretest.NewScript()
+	b := grpcresolver.New("static", src, staticParser)
+	defer b.Close()
+	u, _ := url.Parse("static:///greeter")
+	var rs []resolver.Resolver
+	for range 3 {
+		r, err := b.Build(resolver.Target{URL: *u}, newRecordingCC(), resolver.BuildOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	if err := src.WaitRunning(ctx, target, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := src.Started(target); n != 1 {
+		t.Fatalf("%d watches for three ClientConns of one target", n)
+	}
+	rs[0].Close()
+	rs[1].Close()
+	if n := src.Running(target); n != 1 {
+		t.Fatal("the watch stopped while a ClientConn still uses it")
+	}
+	rs[2].Close()
+	if err := src.WaitRunning(ctx, target, 0); err != nil {
+		t.Fatal(err)
+	}
+}
