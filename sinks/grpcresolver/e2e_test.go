@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,72 +11,51 @@ import (
 
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	k8s "k8s.io/client-go/kubernetes"
 
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
+	"github.com/disco-lb/disco/sources/kubernetes/kubetest/fleet"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest/podnet"
 )
 
-// cluster is a real API server and real pods: each pod a network namespace
-// running a gRPC test server that answers with its pod name. It writes the
-// service's EndpointSlices the way the EndpointSlice controller does.
+// cluster is a real API server and real pods (kubetest/fleet): each pod a
+// network namespace running a gRPC test server that answers with its pod
+// name, its EndpointSlices written the way the controller does.
 type cluster struct {
-	t      testing.TB
-	cp     *kubetest.ControlPlane
-	net    *podnet.Network
-	cs     *k8s.Clientset
-	ns     string
-	slices int // spread endpoints over this many slices
+	t     testing.TB
+	cp    *kubetest.ControlPlane
+	fleet *fleet.Fleet
 
 	mu   sync.Mutex
 	pods map[string]*greeterPod
-	rv   map[string]string // slice name -> resourceVersion
 }
 
 type greeterPod struct {
-	name, uid   string
-	pod         *podnet.Pod
-	srv         *server
-	gs          *grpc.Server
-	ready       bool
-	terminating bool
-	zone        string
-	hints       []string
-	added       int // order of creation
+	name string
+	srv  *server
+	gs   *grpc.Server
 }
 
 func newCluster(t testing.TB, slices int) *cluster {
 	t.Helper()
 	n := podnet.NewForTest(t)
 	cp := kubetest.New(t)
-	ctx := ctxFor(t, time.Minute)
-	if err := cp.EnsureNamespace(ctx, "demo"); err != nil {
-		t.Fatal(err)
-	}
 	cs, err := cp.AdminClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = cs.CoreV1().Services("demo").Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "greeter"},
-		Spec:       corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Name: "grpc", Port: 50051}}},
-	}, metav1.CreateOptions{})
+	f, err := fleet.New(ctxFor(t, time.Minute), cs, n, "demo", "greeter", "grpc", 50051, slices)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &cluster{t: t, cp: cp, net: n, cs: cs, ns: "demo", slices: slices, pods: map[string]*greeterPod{}, rv: map[string]string{}}
+	return &cluster{t: t, cp: cp, fleet: f, pods: map[string]*greeterPod{}}
 }
 
-// startPod creates a pod running a server, not yet in the slices.
+// startPod creates a pod running a server, not yet ready.
 func (c *cluster) startPod(name, zone string, hints ...string) *greeterPod {
 	c.t.Helper()
-	p, err := c.net.AddPod(context.Background(), name)
+	p, err := c.fleet.AddPod(context.Background(), name, zone, hints...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -86,102 +64,43 @@ func (c *cluster) startPod(name, zone string, hints ...string) *greeterPod {
 		c.t.Fatal(err)
 	}
 	srv, gs := serveOn(c.t, ln, name)
+	g := &greeterPod{name: name, srv: srv, gs: gs}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	g := &greeterPod{name: name, uid: "uid-" + name, pod: p, srv: srv, gs: gs, zone: zone, hints: hints, added: len(c.pods)}
 	c.pods[name] = g
+	c.mu.Unlock()
 	return g
 }
 
-// publish writes the slices for the current pods and returns when the API
-// server has acknowledged them.
+func (c *cluster) set(name string, ready, terminating bool) { c.fleet.Set(name, ready, terminating) }
+
 func (c *cluster) publish() {
 	c.t.Helper()
-	c.mu.Lock()
-	var ps []*greeterPod
-	for _, p := range c.pods {
-		ps = append(ps, p)
+	if err := c.fleet.Publish(context.Background()); err != nil {
+		c.t.Fatal(err)
 	}
-	c.mu.Unlock()
-	sort.Slice(ps, func(i, j int) bool { return ps[i].added < ps[j].added })
-	ctx := context.Background()
-	api := c.cs.DiscoveryV1().EndpointSlices(c.ns)
-	name, port, proto := "grpc", int32(50051), corev1.ProtocolTCP
-	for s := range c.slices {
-		sl := &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: fmt.Sprintf("greeter-%d", s), Labels: map[string]string{discoveryv1.LabelServiceName: "greeter"}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
-			Endpoints:   []discoveryv1.Endpoint{},
-		}
-		for i, p := range ps {
-			if i%c.slices != s {
-				continue
-			}
-			ready, serving, term := p.ready, p.ready || p.terminating, p.terminating
-			e := discoveryv1.Endpoint{
-				Addresses:  []string{p.pod.IP().String()},
-				Conditions: discoveryv1.EndpointConditions{Ready: &ready, Serving: &serving, Terminating: &term},
-				TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: c.ns, Name: p.name, UID: types.UID(p.uid)},
-			}
-			if p.zone != "" {
-				z := p.zone
-				e.Zone = &z
-			}
-			if len(p.hints) > 0 {
-				e.Hints = &discoveryv1.EndpointHints{}
-				for _, h := range p.hints {
-					e.Hints.ForZones = append(e.Hints.ForZones, discoveryv1.ForZone{Name: h})
-				}
-			}
-			sl.Endpoints = append(sl.Endpoints, e)
-		}
-		var out *discoveryv1.EndpointSlice
-		var err error
-		if rv := c.rv[sl.Name]; rv != "" {
-			sl.ResourceVersion = rv
-			out, err = api.Update(ctx, sl, metav1.UpdateOptions{})
-		} else {
-			out, err = api.Create(ctx, sl, metav1.CreateOptions{})
-		}
-		if err != nil {
-			c.t.Fatalf("publish slice %s: %v", sl.Name, err)
-		}
-		c.rv[sl.Name] = out.ResourceVersion
-	}
-}
-
-func (c *cluster) set(name string, ready, terminating bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.pods[name].ready, c.pods[name].terminating = ready, terminating
 }
 
 // removePod takes the pod out of the slices, then deletes it.
 func (c *cluster) removePod(name string) {
+	c.t.Helper()
 	c.mu.Lock()
-	p := c.pods[name]
-	delete(c.pods, name)
+	g := c.pods[name]
 	c.mu.Unlock()
-	c.publish()
-	p.gs.Stop()
-	if err := p.pod.Delete(); err != nil {
-		c.t.Error(err)
+	g.gs.Stop()
+	if err := c.fleet.Remove(context.Background(), name); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
-// drain deletes a pod the way Kubernetes does: terminating and not ready in
-// its slice, a preStop delay that covers the propagation, a graceful stop
-// that lets in-flight calls finish, then out of the slice and gone.
+// drain deletes a pod the way Kubernetes does (see fleet.Drain).
 func (c *cluster) drain(name string, preStop time.Duration) {
-	c.set(name, false, true)
-	c.publish()
-	time.Sleep(preStop)
+	c.t.Helper()
 	c.mu.Lock()
-	gs := c.pods[name].gs
+	g := c.pods[name]
 	c.mu.Unlock()
-	gs.GracefulStop()
-	c.removePod(name)
+	if err := c.fleet.Drain(context.Background(), name, preStop, g.gs.GracefulStop); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // client dials kubernetes:///greeter.demo:grpc through the resolver.
