@@ -1,0 +1,76 @@
+package connpool_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/sinks/connpool"
+	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
+)
+
+// The seed's use in Go: create the channel, start Kubernetes discovery with
+// a build function, pass the channel to the generated client.
+func ExampleNewChannel() {
+	ctx := context.Background()
+
+	// How to build a connection to one backend: your timeouts, TLS, creds.
+	build := connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	pool := connpool.New(build, connpool.CloseGRPC)
+	defer pool.Close()
+	ch := connpool.NewChannel(pool)
+
+	// Discovery feeds the pool.
+	cfg, ns, err := kubernetes.LoadConfig("")
+	if err != nil {
+		log.Fatal(err)
+	}
+	src, err := kubernetes.New(cfg, kubernetes.WithNamespace(ns))
+	if err != nil {
+		log.Fatal(err)
+	}
+	target, _ := src.Target("greeter:grpc")
+	discovery := core.NewPipeline(src, []core.Target{target}, []core.NamedSink{core.Named("pool", pool)})
+	go discovery.Run(ctx)
+	defer discovery.Close()
+
+	// Generated clients take the channel: pb.NewGreeterClient(ch).
+	_ = ch
+}
+
+// The TLS variant: the build function gets each endpoint, so it can verify
+// the service's name (or a per-pod name) and set per-backend options.
+func ExampleDialGRPC_tls() {
+	creds := credentials.NewTLS(&tls.Config{ServerName: "greeter.demo.svc", MinVersion: tls.VersionTLS13})
+	build := func(ctx context.Context, ep *core.Endpoint) (*grpc.ClientConn, error) {
+		return connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(creds))(ctx, ep)
+	}
+	pool := connpool.New(build, connpool.CloseGRPC, connpool.WithZone("zone-a", 1))
+	defer pool.Close()
+	fmt.Println(pool.Len())
+	// Output: 0
+}
+
+// Any connection type: the pool balances whatever your build function makes.
+func ExamplePool_Do() {
+	type conn struct{ addr string }
+	pool := connpool.New(
+		func(_ context.Context, ep *core.Endpoint) (*conn, error) { return &conn{addr: ep.HostPort()}, nil },
+		func(*conn) error { return nil })
+	defer pool.Close()
+	set, _ := core.NewSet(&core.Endpoint{ID: "a", Addresses: []string{"10.0.0.1"}, Port: 6379})
+	_ = pool.Update(context.Background(), core.Update{Target: core.Target{Name: "cache"}, State: core.State{Endpoints: set, Synced: true},
+		Delta: core.Diff(core.Set{}, set)})
+	err := pool.Do(context.Background(), func(c *conn) error { fmt.Println("using", c.addr); return nil })
+	fmt.Println(err)
+	// Output:
+	// using 10.0.0.1:6379
+	// <nil>
+}
