@@ -76,6 +76,16 @@ func (s *server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*tes
 	return &testgrpc.SimpleResponse{ServerId: s.name}, nil
 }
 
+func (s *server) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	s.calls.Add(1)
+	for range req.ResponseParameters {
+		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: []byte(s.name)}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func serve(t testing.TB, ln net.Listener, s *server) {
 	gs := grpc.NewServer()
 	testgrpc.RegisterTestServiceServer(gs, s)
@@ -439,5 +449,56 @@ func TestDistributionAtSteadyState(t *testing.T) {
 	t.Logf("power of two choices, 6 servers, 12000 calls: %v, busiest/least busy = %.3f", counts, ratio)
 	if ratio > 1.2 {
 		t.Fatalf("distribution %v: ratio %.3f > 1.2", counts, ratio)
+	}
+}
+
+// A stream stays on the connection it started on, and releases it when it
+// finishes: removing its endpoint afterwards closes the connection at once.
+func TestStreamsStayOnTheirConnection(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	p, cl := grpcPool(t)
+	f := &feed{t: t, sink: p}
+	_, ea := loopback(t, "a")
+	_, eb := loopback(t, "b")
+	f.set(ea, eb)
+	for p.Len() < 2 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
+	for range 10 {
+		stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{ResponseParameters: make([]*testgrpc.ResponseParameters, 20)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var from []string
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				break
+			}
+			from = append(from, string(r.Payload.Body))
+		}
+		if len(from) != 20 {
+			t.Fatalf("%d messages", len(from))
+		}
+		for _, s := range from {
+			if s != from[0] {
+				t.Fatalf("one stream answered by %v", from)
+			}
+		}
+	}
+	f.set() // both go; no call in flight: both connections close now
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cl.mu.Lock()
+		n := len(cl.n)
+		cl.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 2 connections closed: a finished stream did not release its connection", n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
