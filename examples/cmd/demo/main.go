@@ -1,0 +1,345 @@
+// Command demo shows disco doing its job for real, on one machine: a real
+// kube-apiserver and etcd, greeter pods in network namespaces with their own
+// 10.244.x.y addresses, their EndpointSlices written the way the
+// EndpointSlice controller does, and a gRPC client that balances across them
+// through kubernetes:///greeter.demo:grpc while the pods scale up, restart
+// one by one and scale down. It prints calls per pod and every discovery
+// event as they happen, then a summary; it exits 0 only if no call failed.
+//
+// Run it with `make demo` (which builds the Kubernetes binaries first), as
+// root. Ctrl-C stops it and removes everything it made.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/examples/greeter"
+	"github.com/disco-lb/disco/sinks/grpcresolver"
+	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
+	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
+	"github.com/disco-lb/disco/sources/kubernetes/kubetest/fleet"
+	"github.com/disco-lb/disco/sources/kubernetes/kubetest/podnet"
+)
+
+type config struct {
+	pods, scaleUp, scaleDown int
+	phase                    time.Duration
+	rate                     int
+	concurrency              int
+	preStop                  time.Duration
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.pods, "pods", 3, "greeter pods at the start")
+	flag.IntVar(&c.scaleUp, "scale-up", 5, "pods after scaling up")
+	flag.IntVar(&c.scaleDown, "scale-down", 2, "pods after scaling down at the end")
+	flag.DurationVar(&c.phase, "phase", 4*time.Second, "how long each phase runs under load (start, scaled up, restarted, scaled down)")
+	flag.IntVar(&c.rate, "rate", 400, "calls per second the client sends (0: as fast as it can)")
+	flag.IntVar(&c.concurrency, "concurrency", 16, "concurrent callers")
+	flag.DurationVar(&c.preStop, "prestop", 500*time.Millisecond, "preStop delay of a deleted pod before it drains")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), `Usage: demo [flags]
+
+Runs a local Kubernetes control plane, greeter pods in network namespaces
+and a gRPC client balancing across them through disco's resolver, while the
+pods scale up, restart one by one and scale down. Needs root and iproute2
+(it makes network namespaces), and the binaries of 'make k8s-bins'.
+
+Flags:
+`)
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if err := preflight(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	s, err := run(ctx, c, os.Stdout)
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "demo: interrupted; everything it made has been removed")
+		os.Exit(130)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+	if s.failed > 0 {
+		fmt.Fprintf(os.Stderr, "demo: %d of %d calls failed\n", s.failed, s.ok+s.failed)
+		os.Exit(1)
+	}
+}
+
+// preflight says exactly what is missing.
+func preflight() error {
+	if err := podnet.Check(); err != nil {
+		return err
+	}
+	if _, err := kubetest.Binaries(); err != nil {
+		return err
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("the `ip` command is missing: apt-get install -y iproute2")
+	}
+	return nil
+}
+
+type summary struct {
+	ok, failed int64
+	perPod     map[string]int64
+}
+
+// run is the whole demo; everything it makes is gone when it returns.
+func run(ctx context.Context, c config, out io.Writer) (summary, error) {
+	var outMu sync.Mutex // lines come from the demo and from discovery events
+	say := func(format string, args ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(out, format+"\n", args...)
+	}
+	say("== starting a Kubernetes control plane (etcd + kube-apiserver) on loopback")
+	begin := time.Now()
+	cp, err := kubetest.Start(ctx)
+	if err != nil {
+		return summary{}, err
+	}
+	defer cp.Stop()
+	say("   ready in %v", time.Since(begin).Round(time.Millisecond))
+	net, err := podnet.New(ctx)
+	if err != nil {
+		return summary{}, err
+	}
+	defer net.Close()
+	cs, err := cp.AdminClient()
+	if err != nil {
+		return summary{}, err
+	}
+	fl, err := fleet.New(ctx, cs, net, "demo", "greeter", "grpc", 50051, 1)
+	if err != nil {
+		return summary{}, err
+	}
+
+	// Pods: a greeter server in each network namespace.
+	var mu sync.Mutex
+	servers := map[string]*grpc.Server{}
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, gs := range servers {
+			gs.Stop()
+		}
+	}()
+	next := 0
+	addPod := func() (string, error) {
+		name := fmt.Sprintf("greeter-%d", next)
+		next++
+		p, err := fl.AddPod(ctx, name, "")
+		if err != nil {
+			return "", err
+		}
+		ln, err := p.Listen("tcp", ":50051")
+		if err != nil {
+			return "", err
+		}
+		gs := grpc.NewServer()
+		greeter.Register(gs, &greeter.Server{Pod: name})
+		go gs.Serve(ln)
+		mu.Lock()
+		servers[name] = gs
+		mu.Unlock()
+		fl.Set(name, true, false) // its readiness probe passes
+		return name, fl.Publish(ctx)
+	}
+	drainPod := func(name string) error {
+		mu.Lock()
+		gs := servers[name]
+		delete(servers, name)
+		mu.Unlock()
+		return fl.Drain(ctx, name, c.preStop, gs.GracefulStop)
+	}
+	for range c.pods {
+		if _, err := addPod(); err != nil {
+			return summary{}, err
+		}
+	}
+	say("== %d greeter pods on %s, EndpointSlice demo/greeter-0 written", c.pods, net.Subnet())
+
+	// The client: disco's Kubernetes source and gRPC resolver.
+	src, err := kubernetes.New(cp.AdminConfig())
+	if err != nil {
+		return summary{}, err
+	}
+	b := grpcresolver.NewKubernetes(src)
+	defer b.Close()
+	events, err := b.Hub().Subscribe(core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}, "demo-events",
+		core.SinkFunc(func(_ context.Context, u core.Update) error {
+			for _, e := range u.Added {
+				say("   discovery: + %-10s %s %s", e.Name, e.HostPort(), conditions(e))
+			}
+			for _, ch := range u.Changed {
+				say("   discovery: ~ %-10s %s", ch.New.Name, conditions(ch.New))
+			}
+			for _, e := range u.Removed {
+				say("   discovery: - %-10s %s", e.Name, e.HostPort())
+			}
+			return nil
+		}))
+	if err != nil {
+		return summary{}, err
+	}
+	defer events.Close()
+	cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc", grpc.WithResolvers(b),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return summary{}, err
+	}
+	defer cc.Close()
+	client := greeter.NewClient(cc)
+	say("== client: grpc.NewClient(\"kubernetes:///greeter.demo:grpc\") with disco's resolver, round_robin, %d callers at %d calls/s", c.concurrency, c.rate)
+
+	// Load.
+	var ok, failed atomic.Int64
+	var cmu sync.Mutex
+	perPod := map[string]int64{}
+	var firstErr atomic.Value
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stopLoad(); wg.Wait() }() // also on early returns
+	var tick <-chan time.Time
+	if c.rate > 0 {
+		t := time.NewTicker(time.Second / time.Duration(c.rate))
+		defer t.Stop()
+		tick = t.C
+	}
+	for range c.concurrency {
+		wg.Go(func() {
+			for loadCtx.Err() == nil {
+				if tick != nil {
+					select {
+					case <-tick:
+					case <-loadCtx.Done():
+						return
+					}
+				}
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				pod, err := client.SayHello(cctx, "demo")
+				cancel()
+				if err != nil {
+					if loadCtx.Err() != nil {
+						return
+					}
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				ok.Add(1)
+				cmu.Lock()
+				perPod[pod]++
+				cmu.Unlock()
+			}
+		})
+	}
+	table := func(title string) {
+		cmu.Lock()
+		defer cmu.Unlock()
+		total := ok.Load()
+		names := make([]string, 0, len(perPod))
+		for n := range perPod {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var cells []string
+		for _, n := range names {
+			cells = append(cells, fmt.Sprintf("%s %5d (%4.1f%%)", n, perPod[n], 100*float64(perPod[n])/float64(max(total, 1))))
+		}
+		say("   [%s] calls %d, failed %d | %s", title, total+failed.Load(), failed.Load(), strings.Join(cells, " | "))
+	}
+	phase := func(title string) {
+		end := time.Now().Add(c.phase)
+		for time.Now().Before(end) && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			table(title)
+		}
+	}
+	phase("steady")
+
+	say("== scale %d -> %d", c.pods, c.scaleUp)
+	for range c.scaleUp - c.pods {
+		if _, err := addPod(); err != nil {
+			return summary{}, err
+		}
+	}
+	phase("scaled up")
+
+	say("== rolling restart: each pod replaced by a new one (new pod ready, old one terminating, %v preStop, graceful drain)", c.preStop)
+	for _, old := range fl.Names() {
+		if ctx.Err() != nil {
+			break
+		}
+		if _, err := addPod(); err != nil {
+			return summary{}, err
+		}
+		if err := drainPod(old); err != nil {
+			return summary{}, err
+		}
+	}
+	phase("restarted")
+
+	say("== scale %d -> %d", len(fl.Names()), c.scaleDown)
+	for names := fl.Names(); len(names) > c.scaleDown && ctx.Err() == nil; names = fl.Names() {
+		if err := drainPod(names[0]); err != nil {
+			return summary{}, err
+		}
+	}
+	phase("scaled down")
+
+	stopLoad()
+	wg.Wait()
+	if ctx.Err() != nil {
+		say("== interrupted: cleaning up")
+		return summary{}, ctx.Err()
+	}
+	s := summary{ok: ok.Load(), failed: failed.Load(), perPod: perPod}
+	say("== summary: %d calls sent, %d failed", s.ok+s.failed, s.failed)
+	names := make([]string, 0, len(perPod))
+	for n := range perPod {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		say("   %-10s %6d calls  %5.1f%%", n, perPod[n], 100*float64(perPod[n])/float64(max(s.ok, 1)))
+	}
+	if err, _ := firstErr.Load().(error); err != nil {
+		say("   first failure: %v", err)
+	}
+	return s, nil
+}
+
+func conditions(e *core.Endpoint) string {
+	c := e.Conditions
+	return fmt.Sprintf("ready=%v serving=%v terminating=%v", c.IsReady(), c.IsServing(), c.IsTerminating())
+}
