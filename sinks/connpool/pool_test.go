@@ -118,6 +118,24 @@ func (c *closes) close(cc *grpc.ClientConn) error {
 	return connpool.CloseGRPC(cc)
 }
 
+// waitClosed waits until n connections have been closed.
+func (c *closes) waitClosed(t testing.TB, n int, why string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		got := len(c.n)
+		c.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connections closed: %s", got, n, why)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func grpcPool(t testing.TB, opts ...connpool.Option) (*connpool.Pool[*grpc.ClientConn], *closes) {
 	cl := &closes{n: map[*grpc.ClientConn]int{}}
 	p := connpool.New(connpool.DialGRPC(2*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())), cl.close, opts...)
@@ -198,19 +216,7 @@ func TestRemovalDuringInFlightCalls(t *testing.T) {
 			t.Fatalf("in-flight call on the removed endpoint: %v", err)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		cl.mu.Lock()
-		n := len(cl.n)
-		cl.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("a's connection never closed after its calls ended")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	cl.waitClosed(t, 1, "a's connection never closed after its calls ended")
 	if b.calls.Load() != 20 || a.calls.Load() != 5 {
 		t.Fatalf("calls: a %d b %d", a.calls.Load(), b.calls.Load())
 	}
@@ -488,17 +494,5 @@ func TestStreamsStayOnTheirConnection(t *testing.T) {
 		}
 	}
 	f.set() // both go; no call in flight: both connections close now
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		cl.mu.Lock()
-		n := len(cl.n)
-		cl.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of 2 connections closed: a finished stream did not release its connection", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	cl.waitClosed(t, 2, "a finished stream did not release its connection")
 }

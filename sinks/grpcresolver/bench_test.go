@@ -20,13 +20,7 @@ import (
 func BenchmarkPropagationToPicker(b *testing.B) {
 	c := newCluster(b, 1)
 	ctx := ctxFor(b, 10*time.Minute)
-	var names []string
-	for i := range 3 {
-		p := c.startPod(fmt.Sprintf("greeter-%d", i), "")
-		c.set(p.name, true, false)
-		names = append(names, p.name)
-	}
-	c.publish()
+	names := c.startReady("greeter", 0, 3, "")
 	client, builder := c.clientAndBuilder()
 	waitServingTB(b, ctx, client, names...)
 	var mu sync.Mutex

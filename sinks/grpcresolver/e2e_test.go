@@ -73,6 +73,20 @@ func (c *cluster) startPod(name, zone string, hints ...string) *greeterPod {
 
 func (c *cluster) set(name string, ready, terminating bool) { c.fleet.Set(name, ready, terminating) }
 
+// startReady starts pods named prefix-first .. prefix-(first+n-1) in zone,
+// marks them ready and publishes; it returns their names.
+func (c *cluster) startReady(prefix string, first, n int, zone string, hints ...string) []string {
+	c.t.Helper()
+	var names []string
+	for i := first; i < first+n; i++ {
+		p := c.startPod(fmt.Sprintf("%s-%d", prefix, i), zone, hints...)
+		c.set(p.name, true, false)
+		names = append(names, p.name)
+	}
+	c.publish()
+	return names
+}
+
 func (c *cluster) publish() {
 	c.t.Helper()
 	if err := c.fleet.Publish(context.Background()); err != nil {
@@ -193,13 +207,7 @@ func waitServingTB(t testing.TB, ctx context.Context, client testgrpc.TestServic
 func TestRollingReplacementUnderLoadFailsNoCall(t *testing.T) {
 	c := newCluster(t, 1)
 	ctx := ctxFor(t, 3*time.Minute)
-	var names []string
-	for i := range 5 {
-		p := c.startPod(fmt.Sprintf("greeter-old-%d", i), "")
-		c.set(p.name, true, false)
-		names = append(names, p.name)
-	}
-	c.publish()
+	names := c.startReady("greeter-old", 0, 5, "")
 	client := c.client()
 	waitServing(t, ctx, client, names...)
 
@@ -209,9 +217,7 @@ func TestRollingReplacementUnderLoadFailsNoCall(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // load is flowing
 	for i, old := range names {
 		// The new pod starts and becomes ready.
-		p := c.startPod(fmt.Sprintf("greeter-new-%d", i), "")
-		c.set(p.name, true, false)
-		c.publish()
+		c.startReady("greeter-new", i, 1, "")
 		// The old pod is deleted: terminating, drained, gone.
 		c.drain(old, 500*time.Millisecond)
 	}
@@ -237,13 +243,7 @@ func TestRollingReplacementUnderLoadFailsNoCall(t *testing.T) {
 func TestScaleUpAndDistribution(t *testing.T) {
 	c := newCluster(t, 2)
 	ctx := ctxFor(t, 3*time.Minute)
-	var names []string
-	for i := range 2 {
-		p := c.startPod(fmt.Sprintf("greeter-%d", i), "")
-		c.set(p.name, true, false)
-		names = append(names, p.name)
-	}
-	c.publish()
+	names := c.startReady("greeter", 0, 2, "")
 	client := c.client()
 	waitServing(t, ctx, client, names...)
 
@@ -299,11 +299,8 @@ func TestZoneAwareBalancing(t *testing.T) {
 	grpcresolver.RegisterZoneAware("zone-a")
 	c := newCluster(t, 1)
 	ctx := ctxFor(t, 3*time.Minute)
-	for _, p := range []struct{ name, zone string }{{"a-0", "zone-a"}, {"a-1", "zone-a"}, {"b-0", "zone-b"}, {"b-1", "zone-b"}} {
-		c.startPod(p.name, p.zone, p.zone)
-		c.set(p.name, true, false)
-	}
-	c.publish()
+	c.startReady("a", 0, 2, "zone-a", "zone-a")
+	c.startReady("b", 0, 2, "zone-b", "zone-b")
 	client := c.client(grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("", 1)))
 	waitServing(t, ctx, client, "a-0", "a-1")
 	stop := make(chan struct{})
@@ -332,13 +329,7 @@ func TestZoneAwareBalancing(t *testing.T) {
 func TestConnectsToAll250EndpointsAcross3Slices(t *testing.T) {
 	c := newCluster(t, 3)
 	ctx := ctxFor(t, 5*time.Minute)
-	var names []string
-	for i := range 250 {
-		p := c.startPod(fmt.Sprintf("greeter-%03d", i), "")
-		c.set(p.name, true, false)
-		names = append(names, p.name)
-	}
-	c.publish()
+	names := c.startReady("greeter", 0, 250, "")
 	client := c.client()
 	waitServing(t, ctx, client, names...)
 	stop := make(chan struct{})
