@@ -11,6 +11,7 @@ replace (
 
 require (
 	github.com/disco-lb/disco/core v0.0.0-00010101000000-000000000000
+	github.com/disco-lb/disco/sinks/connpool v0.0.0-00010101000000-000000000000
 	github.com/disco-lb/disco/sinks/grpcresolver v0.0.0-00010101000000-000000000000
 	github.com/disco-lb/disco/sources/kubernetes v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
