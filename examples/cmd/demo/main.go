@@ -61,14 +61,31 @@ func main() {
 
 Runs a local Kubernetes control plane, greeter pods in network namespaces
 and a gRPC client balancing across them through disco's resolver, while the
-pods scale up, restart one by one and scale down. Needs root and iproute2
-(it makes network namespaces), and the binaries of 'make k8s-bins'.
+pods scale up, restart one by one and scale down. It makes network
+namespaces: as root directly, otherwise inside a user + network namespace of
+its own (needs unprivileged user namespaces and util-linux unshare). Needs
+iproute2 and the binaries of 'make k8s-bins'.
 
 Flags:
 `)
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if os.Geteuid() != 0 && os.Getenv(usernsEnv) == "" {
+		// Not root: run in a user + network + mount namespace of our own,
+		// where we are root over nothing but our own network.
+		if err := reexecInUserNamespace(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(2)
+		}
+		return
+	}
+	if os.Getenv(usernsEnv) != "" {
+		if err := setupUserNamespace(); err != nil {
+			fmt.Fprintln(os.Stderr, "demo:", err)
+			os.Exit(2)
+		}
+	}
 	if err := preflight(); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(2)
@@ -88,6 +105,61 @@ Flags:
 		fmt.Fprintf(os.Stderr, "demo: %d of %d calls failed\n", s.failed, s.ok+s.failed)
 		os.Exit(1)
 	}
+}
+
+const usernsEnv = "DISCO_DEMO_USERNS"
+
+// reexecInUserNamespace runs this program again under `unshare` in new user,
+// network and mount namespaces (root mapped to the caller), and exits with
+// its status. It says what is missing when the kernel or the machine cannot.
+func reexecInUserNamespace() error {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		return errors.New("not root, and `unshare` (util-linux) is missing to run in a user namespace: run as root (sudo make demo) or apt-get install -y util-linux")
+	}
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return errors.New("not root, and this kernel allows no user namespaces (user.max_user_namespaces = 0): run as root (sudo make demo) or sysctl -w user.max_user_namespaces=15000")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(unshare, append([]string{"--user", "--map-root-user", "--net", "--mount", "--fork", "--", self}, os.Args[1:]...)...)
+	cmd.Env = append(os.Environ(), usernsEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Ctrl-C reaches the child through the terminal; forward SIGTERM.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("not root, and starting a user namespace failed (%v): run as root (sudo make demo), or allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1 on Debian)", err)
+	}
+	go func() {
+		for s := range sigs {
+			cmd.Process.Signal(s)
+		}
+	}()
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		os.Exit(exit.ExitCode())
+	}
+	return err
+}
+
+// setupUserNamespace prepares our own namespaces: a private /run for `ip
+// netns`, and loopback up for the control plane.
+func setupUserNamespace() error {
+	if err := syscall.Mount("tmpfs", "/run", "tmpfs", 0, "mode=0755"); err != nil {
+		return fmt.Errorf("user namespace: mount /run: %w (is unprivileged mounting allowed?)", err)
+	}
+	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
+		return err
+	}
+	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("user namespace: loopback up: %v: %s", err, out)
+	}
+	return nil
 }
 
 // preflight says exactly what is missing.

@@ -3,6 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,4 +50,62 @@ func TestDemoRunsWithoutAFailedCall(t *testing.T) {
 		t.Fatalf("summary %+v\n%s", s, text)
 	}
 	t.Logf("demo: %d calls, %d failed, %d pods served", s.ok+s.failed, s.failed, len(s.perPod))
+}
+
+// Without root the demo runs inside a user + network namespace of its own:
+// the real binary, run as the unprivileged user nobody.
+func TestDemoRunsWithoutRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch to the user nobody")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare")
+	}
+	bins, err := kubetest.Binaries()
+	if err != nil {
+		if kubetest.Required() {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	// Everything nobody needs, readable by nobody.
+	dir, err := os.MkdirTemp("", "disco-demo-nobody-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip(err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "demo"), ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
+		if out, err := exec.Command("cp", filepath.Join(bins, b), filepath.Join(dir, b)).CombinedOutput(); err != nil {
+			t.Fatalf("copy %s: %v %s", b, err, out)
+		}
+	}
+	cmd := exec.CommandContext(ctx, "su", "-s", "/bin/sh", "nobody", "-c",
+		fmt.Sprintf("cd %s && HOME=%s TMPDIR=%s DISCO_K8S_BINS=%s ./demo -pods 2 -scale-up 3 -scale-down 1 -phase 1s -rate 200 -concurrency 4 -prestop 300ms", dir, dir, dir, dir))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo as nobody: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "== summary") || !strings.Contains(string(out), " 0 failed") {
+		t.Fatalf("demo as nobody:\n%s", out)
+	}
+	t.Logf("demo as nobody, in its own user namespace:\n%s", lastLines(string(out), 8))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
