@@ -109,13 +109,6 @@ type serviceKey struct{ namespace, name string }
 // asks for protobuf). It starts nothing: watches start when targets are
 // watched. Metrics are registered now if a registerer is given.
 func New(cfg *rest.Config, opts ...Option) (*Source, error) {
-	o := options{log: zap.NewNop(), serviceLookup: true, recheck: 30 * time.Second}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.namespace == "" {
-		o.namespace = "default"
-	}
 	c := rest.CopyConfig(cfg)
 	c.ContentType = "application/vnd.kubernetes.protobuf"
 	c.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
@@ -126,11 +119,7 @@ func New(cfg *rest.Config, opts ...Option) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: client: %w", err)
 	}
-	m, err := newMetrics(o.registerer)
-	if err != nil {
-		return nil, err
-	}
-	return &Source{client: client, opts: o, metrics: m, services: map[serviceKey]*serviceWatch{}}, nil
+	return NewForClient(client, opts...)
 }
 
 // NewForClient returns a source over an existing clientset (tests use the
