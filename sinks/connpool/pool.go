@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,11 +175,8 @@ type Handle[C any] struct {
 // Done releases the handle: the endpoint's in-flight count drops, and a
 // removed endpoint's connection closes when its last handle is done.
 func (h Handle[C]) Done() {
-	if h.m == nil {
-		return
-	}
-	if h.m.inflight.Add(-1) == 0 && h.m.removed.Load() {
-		h.m.closeConn()
+	if h.m != nil {
+		h.m.release()
 	}
 }
 
@@ -407,9 +405,7 @@ func (p *Pool[C]) placeMemberLocked(m *member[C], e *core.Endpoint) {
 	wantReady := c.IsReady()
 	wantFallback := !wantReady && c.IsServing() && c.IsTerminating()
 	wantLocal := wantReady && p.cfg.zone != "" && p.inZone(e)
-	p.toggle(p.ready, m, &m.inReady, &m.iReady, wantReady, func(x *member[C]) *int { return &x.iReady })
-	p.toggle(p.fallback, m, &m.inFallback, &m.iFallback, wantFallback, func(x *member[C]) *int { return &x.iFallback })
-	p.toggle(p.local, m, &m.inLocal, &m.iLocal, wantLocal, func(x *member[C]) *int { return &x.iLocal })
+	p.setsLocked(m, wantReady, wantFallback, wantLocal)
 	if wantReady || wantFallback {
 		close(p.wake)
 		p.wake = make(chan struct{})
@@ -419,14 +415,16 @@ func (p *Pool[C]) placeMemberLocked(m *member[C], e *core.Endpoint) {
 // inZone: hinted for the zone when the endpoint carries hints, else in it.
 func (p *Pool[C]) inZone(e *core.Endpoint) bool {
 	if len(e.ZoneHints) > 0 {
-		for _, z := range e.ZoneHints {
-			if z == p.cfg.zone {
-				return true
-			}
-		}
-		return false
+		return slices.Contains(e.ZoneHints, p.cfg.zone)
 	}
 	return e.Zone == p.cfg.zone
+}
+
+// setsLocked puts m in, or takes it out of, each pick set.
+func (p *Pool[C]) setsLocked(m *member[C], ready, fallback, local bool) {
+	p.toggle(p.ready, m, &m.inReady, &m.iReady, ready, func(x *member[C]) *int { return &x.iReady })
+	p.toggle(p.fallback, m, &m.inFallback, &m.iFallback, fallback, func(x *member[C]) *int { return &x.iFallback })
+	p.toggle(p.local, m, &m.inLocal, &m.iLocal, local, func(x *member[C]) *int { return &x.iLocal })
 }
 
 func (p *Pool[C]) toggle(s *slots[C], m *member[C], in *bool, idx *int, want bool, idxOf func(*member[C]) *int) {
@@ -454,9 +452,7 @@ func (p *Pool[C]) removeLocked(key string) {
 		if !m.built {
 			continue
 		}
-		p.toggle(p.ready, m, &m.inReady, &m.iReady, false, func(x *member[C]) *int { return &x.iReady })
-		p.toggle(p.fallback, m, &m.inFallback, &m.iFallback, false, func(x *member[C]) *int { return &x.iFallback })
-		p.toggle(p.local, m, &m.inLocal, &m.iLocal, false, func(x *member[C]) *int { return &x.iLocal })
+		p.setsLocked(m, false, false, false)
 		if m.inflight.Load() == 0 {
 			m.closeConn()
 		} else {
