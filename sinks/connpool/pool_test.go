@@ -143,21 +143,28 @@ func grpcPool(t testing.TB, opts ...connpool.Option) (*connpool.Pool[*grpc.Clien
 	return p, cl
 }
 
-func TestChannelBalancesAcrossEndpoints(t *testing.T) {
-	ctx := ctxFor(t, time.Minute)
-	p, _ := grpcPool(t)
+// servedPool returns a gRPC pool fed with n loopback servers, all pickable.
+func servedPool(t *testing.T, n int) (*connpool.Pool[*grpc.ClientConn], *closes, *feed, []*server) {
+	t.Helper()
+	p, cl := grpcPool(t)
 	f := &feed{t: t, sink: p}
 	var eps []*core.Endpoint
 	var servers []*server
-	for i := range 3 {
+	for i := range n {
 		s, e := loopback(t, fmt.Sprint("s", i))
 		servers, eps = append(servers, s), append(eps, e)
 	}
 	f.set(eps...)
-	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
-	for p.Len() < 3 {
+	for p.Len() < n {
 		time.Sleep(5 * time.Millisecond)
 	}
+	return p, cl, f, servers
+}
+
+func TestChannelBalancesAcrossEndpoints(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	p, _, _, servers := servedPool(t, 3)
+	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
 	for range 600 {
 		if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
 			t.Fatal(err)
@@ -418,18 +425,7 @@ func TestRacePickersWhileEndpointsChurn(t *testing.T) {
 // callers; the busiest server gets at most 1.2x the calls of the least busy.
 func TestDistributionAtSteadyState(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
-	p, _ := grpcPool(t)
-	f := &feed{t: t, sink: p}
-	var eps []*core.Endpoint
-	var servers []*server
-	for i := range 6 {
-		s, e := loopback(t, fmt.Sprint("s", i))
-		servers, eps = append(servers, s), append(eps, e)
-	}
-	f.set(eps...)
-	for p.Len() < 6 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	p, _, _, servers := servedPool(t, 6)
 	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -462,14 +458,7 @@ func TestDistributionAtSteadyState(t *testing.T) {
 // finishes: removing its endpoint afterwards closes the connection at once.
 func TestStreamsStayOnTheirConnection(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
-	p, cl := grpcPool(t)
-	f := &feed{t: t, sink: p}
-	_, ea := loopback(t, "a")
-	_, eb := loopback(t, "b")
-	f.set(ea, eb)
-	for p.Len() < 2 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	p, cl, f, _ := servedPool(t, 2)
 	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
 	for range 10 {
 		stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{ResponseParameters: make([]*testgrpc.ResponseParameters, 20)})
