@@ -5,6 +5,10 @@
 // listener opened from inside its namespace (Listen) or a child process
 // under `ip netns exec` (Command).
 //
+// The bridge has a fixed hardware address, as a CNI bridge does: left to
+// itself it would change with its ports, and pods that cached the old one
+// would stall (see New).
+//
 // Every network gets its own /24 and uniquely named bridge, namespaces and
 // links, recorded in a state file; Close removes them all, and New first
 // removes what networks of dead processes left behind, so a test binary killed
@@ -120,8 +124,15 @@ func New(ctx context.Context) (*Network, error) {
 	if err := n.saveLocked(); err != nil {
 		return nil, err
 	}
+	// The bridge gets a fixed address. Left to itself, a Linux bridge takes
+	// the lowest address of its ports and changes it as pods come and go;
+	// pods that cached the old one (ARP) then send their replies nowhere
+	// until the kernel probes again, about 5 s later: connections to steady
+	// pods stall for seconds during churn. CNI bridge plugins and Docker fix
+	// the bridge's address for the same reason.
 	for _, args := range [][]string{
 		{"link", "add", n.bridge, "type", "bridge"},
+		{"link", "set", n.bridge, "address", bridgeMAC(third)},
 		{"addr", "add", n.gateway.String() + "/24", "dev", n.bridge},
 		{"link", "set", n.bridge, "up"},
 	} {
@@ -132,6 +143,10 @@ func New(ctx context.Context) (*Network, error) {
 	}
 	return n, nil
 }
+
+// bridgeMAC is the bridge's fixed, locally administered unicast address:
+// 02:00 then the gateway's IPv4 address, unique like the subnet.
+func bridgeMAC(third byte) string { return fmt.Sprintf("02:00:0a:f4:%02x:01", third) }
 
 // lock takes an exclusive lock across processes, so that parallel test
 // binaries never pick the same subnet.

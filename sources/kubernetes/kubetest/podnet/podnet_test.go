@@ -113,6 +113,83 @@ func TestGRPCServerInPodAnswersFromPodIP(t *testing.T) {
 	}
 }
 
+// bridgeAddr returns the hardware address of the interface holding the
+// network's gateway address (its bridge).
+func bridgeAddr(t *testing.T, n *podnet.Network) string {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range ifs {
+		addrs, _ := it.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.String() == n.Gateway().String() {
+				return it.HardwareAddr.String()
+			}
+		}
+	}
+	t.Fatalf("no interface holds %s", n.Gateway())
+	return ""
+}
+
+// Pods come and go while a steady pod serves: the bridge keeps its address
+// (a Linux bridge otherwise takes its lowest port's and changes with the
+// ports), so the address the steady pod cached for the gateway stays right
+// and its replies keep flowing. Without the fixed address, a steady pod that
+// learned the gateway's address while a newer pod's port was the lowest sent
+// its replies to a deleted port once that pod went, and its calls stalled
+// ~5 s (until the kernel probed the gateway again).
+func TestBridgeAddressStaysWhilePodsComeAndGo(t *testing.T) {
+	n := podnet.NewForTest(t)
+	ctx := ctxFor(t, time.Minute)
+	mac := bridgeAddr(t, n)
+	steady, err := n.AddPod(ctx, "steady")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, steady)
+	client := healthpb.NewHealthClient(dial(t, steady.Addr(50051)))
+	check := func(when string) {
+		t.Helper()
+		if got := bridgeAddr(t, n); got != mac {
+			t.Fatalf("%s: bridge address %s, was %s", when, got, mac)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if _, err := client.Check(cctx, &healthpb.HealthCheckRequest{Service: steady.Name()}); err != nil {
+			t.Fatalf("%s: steady pod: %v", when, err)
+		}
+	}
+	check("steady pod alone")
+	for round := range 3 {
+		var churn []*podnet.Pod
+		for i := range 4 {
+			p, err := n.AddPod(ctx, fmt.Sprintf("churn-%d-%d", round, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			churn = append(churn, p)
+		}
+		// The steady pod learns the gateway's address afresh now, while
+		// the new ports exist (a cache entry expiring does the same).
+		if out, err := exec.CommandContext(ctx, "ip", "-n", steady.Namespace(), "neigh", "flush", "dev", "eth0").CombinedOutput(); err != nil {
+			t.Fatalf("flush: %v: %s", err, out)
+		}
+		check(fmt.Sprintf("round %d, 4 pods added", round))
+		for _, p := range churn {
+			if err := p.Delete(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check(fmt.Sprintf("round %d, 4 pods deleted", round))
+	}
+	out, err := exec.CommandContext(ctx, "ip", "-n", steady.Namespace(), "neigh", "show", n.Gateway().String()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), mac) {
+		t.Fatalf("steady pod's neighbour entry for the gateway: %q (%v), want %s", out, err, mac)
+	}
+}
+
 func TestKillResetsConnections(t *testing.T) {
 	n := podnet.NewForTest(t)
 	ctx := ctxFor(t, time.Minute)
