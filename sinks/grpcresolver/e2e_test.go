@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/peer"
 
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
@@ -161,8 +162,13 @@ func load(ctx context.Context, client testgrpc.TestServiceClient, concurrency in
 				}
 				total.Add(1)
 				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				r, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{})
+				var pr peer.Peer
+				began := time.Now()
+				r, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{}, grpc.Peer(&pr))
 				cancel()
+				if err != nil {
+					err = fmt.Errorf("call began %s, peer %v: %w", began.Format("15:04:05.000000"), pr.Addr, err)
+				}
 				mu.Lock()
 				if err != nil {
 					failed.Add(1)

@@ -128,8 +128,9 @@ func New(ctx context.Context) (*Network, error) {
 	// the lowest address of its ports and changes it as pods come and go;
 	// pods that cached the old one (ARP) then send their replies nowhere
 	// until the kernel probes again, about 5 s later: connections to steady
-	// pods stall for seconds during churn. CNI bridge plugins and Docker fix
-	// the bridge's address for the same reason.
+	// pods stall for seconds during churn. CNI's bridge plugin, Docker and
+	// LXC fix the bridge's address for the same reason
+	// (containernetworking/cni#285).
 	for _, args := range [][]string{
 		{"link", "add", n.bridge, "type", "bridge"},
 		{"link", "set", n.bridge, "address", bridgeMAC(third)},
