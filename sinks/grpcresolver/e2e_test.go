@@ -4,14 +4,19 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
@@ -345,4 +350,73 @@ func TestConnectsToAll250EndpointsAcross3Slices(t *testing.T) {
 		t.Fatalf("%d pods answered of 250, %d failed", len(r.perPod), r.failed)
 	}
 	t.Logf("250 endpoints in 3 slices: %d calls reached %d pods", r.ok, len(r.perPod))
+}
+
+// dialAs dials target through a resolver whose source uses cfg.
+func (c *cluster) dialAs(cfg *rest.Config, target string) testgrpc.TestServiceClient {
+	c.t.Helper()
+	src, err := kubernetes.New(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	b := grpcresolver.NewKubernetes(src)
+	c.t.Cleanup(func() { b.Close() })
+	return testgrpc.NewTestServiceClient(dial(c.t, target, grpc.WithResolvers(b)))
+}
+
+// failsFast makes one call without WaitForReady and returns its error; the
+// call must fail within 5 s, not wait for its 30 s deadline.
+func failsFast(t *testing.T, ctx context.Context, client testgrpc.TestServiceClient) error {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	begin := time.Now()
+	_, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{})
+	if err == nil {
+		t.Fatal("call succeeded, want a failure")
+	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Fatalf("call failed after %v (%v): want a fast failure", d, err)
+	}
+	return err
+}
+
+// A client whose ServiceAccount may not list EndpointSlices: calls fail
+// fast with Unavailable naming what to grant; once a Role grants it, the
+// same ClientConn serves calls without a restart.
+func TestForbiddenFailsCallsFastThenGrantRecovers(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := ctxFor(t, 3*time.Minute)
+	names := c.startReady("greeter", 0, 2, "")
+	cfg, err := c.cp.ServiceAccountConfig(ctx, "demo", "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := c.dialAs(cfg, "kubernetes:///greeter.demo:grpc")
+	err = failsFast(t, ctx, client)
+	for _, want := range []string{"endpointslices.discovery.k8s.io in namespace demo", "grant verbs list and watch", "system:serviceaccount:demo:client"} {
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), want) {
+			t.Fatalf("call = %v, want Unavailable saying %q", err, want)
+		}
+	}
+	t.Logf("without the grant: %v", err)
+	if err := c.cp.Grant(ctx, "demo", "client", "disco-endpointslices", false, rbacv1.PolicyRule{
+		APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitServing(t, ctx, client, names...)
+}
+
+// A target whose Service does not exist: calls fail fast naming it.
+func TestMissingServiceFailsCallsFast(t *testing.T) {
+	c := newCluster(t, 1)
+	ctx := ctxFor(t, 3*time.Minute)
+	c.startReady("greeter", 0, 1, "")
+	client := c.dialAs(c.cp.AdminConfig(), "kubernetes:///nosuch.demo:grpc")
+	err := failsFast(t, ctx, client)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "demo/nosuch") || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("call = %v, want Unavailable naming demo/nosuch as not found", err)
+	}
+	t.Logf("missing Service: %v", err)
 }
