@@ -24,6 +24,7 @@ import (
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
+	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 )
 
 func TestMain(m *testing.M) {
@@ -330,5 +331,39 @@ func TestResolversShareAWatchAndCloseReleasesIt(t *testing.T) {
 	rs[2].Close()
 	if err := src.WaitRunning(ctx, target, 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Every target form of kubernetes.ParseTarget, written as users write it in
+// grpc.NewClient, reaches the service it names.
+func TestKubernetesTargetFormsThroughNewClient(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	s, addr := loopbackServer(t, "greeter-0")
+	set := coretest.Set(t, endpointAt(s.name, addr))
+	src := core.NewStatic(map[core.Target]core.Set{
+		{Namespace: "demo", Name: "greeter", Port: "grpc"}:  set,
+		{Namespace: "demo", Name: "greeter", Port: "50051"}: set,
+		{Name: "greeter", Port: "grpc"}:                     set, // no namespace: the source's default
+	})
+	b := grpcresolver.New("kubernetes", src, kubernetes.ParseTarget)
+	defer b.Close()
+	for _, target := range []string{
+		"kubernetes:///greeter.demo:grpc",
+		"kubernetes:///greeter.demo.svc.cluster.local:grpc",
+		"kubernetes:///greeter.demo.svc:grpc",
+		"kubernetes:///greeter:grpc",
+		"kubernetes://demo/greeter:grpc",
+		"kubernetes://demo/greeter:50051",
+		// The authority form takes a port number only: Go's URL parser,
+		// which grpc-go uses, rejects a named port in an authority.
+		"kubernetes://greeter.demo:50051/",
+	} {
+		t.Run(target, func(t *testing.T) {
+			client := testgrpc.NewTestServiceClient(dial(t, target, grpc.WithResolvers(b)))
+			r, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
+			if err != nil || r.ServerId != "greeter-0" {
+				t.Fatalf("call = %v, %v", r, err)
+			}
+		})
 	}
 }
