@@ -367,3 +367,60 @@ func TestKubernetesTargetFormsThroughNewClient(t *testing.T) {
 		})
 	}
 }
+
+// slowCC is a recordingCC whose UpdateState blocks until release is closed,
+// as grpc-go's does for milliseconds at thousands of endpoints.
+type slowCC struct {
+	*recordingCC
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (c *slowCC) UpdateState(s resolver.State) error {
+	c.entered <- struct{}{}
+	<-c.release
+	return c.recordingCC.UpdateState(s)
+}
+
+// While grpc-go is busy in UpdateState, a burst of changes coalesces: the
+// next UpdateState carries the newest set, and the ones between are never
+// sent.
+func TestBurstsCoalesceWhileUpdateStateIsBusy(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	target := core.Target{Name: "greeter"}
+	src := coretest.NewScript()
+	b := grpcresolver.New("static", src, staticParser)
+	defer b.Close()
+	cc := &slowCC{recordingCC: newRecordingCC(), entered: make(chan struct{}, 100), release: make(chan struct{})}
+	build(t, b, "static:///greeter", cc)
+	if err := src.WaitRunning(ctx, target, 1); err != nil {
+		t.Fatal(err)
+	}
+	ep := func(i int) *core.Endpoint {
+		return &core.Endpoint{ID: fmt.Sprint(i), Addresses: []string{fmt.Sprintf("10.244.0.%d", i)}, Port: 50051}
+	}
+	src.Publish(target, coretest.Set(t, ep(1)))
+	select {
+	case <-cc.entered: // the first UpdateState is in grpc-go, busy
+	case <-ctx.Done():
+		t.Fatal("no UpdateState")
+	}
+	var eps []*core.Endpoint
+	for i := 2; i <= 101; i++ {
+		eps = append(eps, ep(i))
+		src.Publish(target, coretest.Set(t, eps...))
+	}
+	close(cc.release)
+	cc.wait(t, ctx, 2, 0)
+	time.Sleep(100 * time.Millisecond) // nothing more may follow
+	if s, _ := cc.counts(); s != 2 {
+		t.Fatalf("%d UpdateState calls for 1 + a burst of 100 changes, want 2", s)
+	}
+	got := map[string]bool{}
+	for _, e := range cc.states[1].Endpoints {
+		got[e.Addresses[0].Addr] = true
+	}
+	if len(got) != 100 || got["10.244.0.1:50051"] || !got["10.244.0.101:50051"] {
+		t.Fatalf("second state has %d endpoints, want the newest set: .2 to .101", len(got))
+	}
+}
