@@ -424,3 +424,96 @@ func TestBurstsCoalesceWhileUpdateStateIsBusy(t *testing.T) {
 		t.Fatalf("second state has %d endpoints, want the newest set: .2 to .101", len(got))
 	}
 }
+
+// rejectingCC refuses states while reject is set, as grpc-go's balancer does
+// for a state it cannot use.
+type rejectingCC struct {
+	*recordingCC
+	reject atomic.Bool
+	gate   chan struct{} // when set, UpdateState waits for it to close
+}
+
+func (c *rejectingCC) UpdateState(s resolver.State) error {
+	if c.gate != nil {
+		<-c.gate
+	}
+	c.recordingCC.UpdateState(s)
+	if c.reject.Load() {
+		return errors.New("bad resolver state")
+	}
+	return nil
+}
+
+// ResolveNow is a hint: it re-sends nothing while grpc-go accepted the last
+// state (the watch pushes changes), and re-sends a rejected state at most
+// once per interval, without blocking the caller.
+func TestResolveNowResendsOnlyARejectedStateRateLimited(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	target := core.Target{Name: "greeter"}
+	src := coretest.NewScript()
+	b := grpcresolver.New("static", src, staticParser, grpcresolver.WithResolveNowInterval(200*time.Millisecond))
+	defer b.Close()
+	cc := &rejectingCC{recordingCC: newRecordingCC()}
+	r := build(t, b, "static:///greeter", cc)
+	if err := src.WaitRunning(ctx, target, 1); err != nil {
+		t.Fatal(err)
+	}
+	src.Publish(target, coretest.Set(t, endpointAt("a", "10.244.0.2:50051")))
+	cc.wait(t, ctx, 1, 0)
+	for range 100 {
+		r.ResolveNow(resolver.ResolveNowOptions{})
+	}
+	time.Sleep(100 * time.Millisecond)
+	if s, _ := cc.counts(); s != 1 {
+		t.Fatalf("%d states after ResolveNow on an accepted state, want 1", s)
+	}
+
+	cc.reject.Store(true)
+	src.Publish(target, coretest.Set(t, endpointAt("b", "10.244.0.3:50051")))
+	cc.wait(t, ctx, 2, 0) // rejected
+	// grpc-go calls ResolveNow with its own locks held: it returns while the
+	// re-send it started is still inside UpdateState.
+	cc.gate = make(chan struct{})
+	returned := make(chan struct{})
+	go func() { r.ResolveNow(resolver.ResolveNowOptions{}); close(returned) }()
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ResolveNow blocked while UpdateState was busy")
+	}
+	close(cc.gate)
+	cc.wait(t, ctx, 3, 0)
+	time.Sleep(200 * time.Millisecond)
+	begin := time.Now()
+	for time.Since(begin) < 500*time.Millisecond {
+		r.ResolveNow(resolver.ResolveNowOptions{}) // grpc-go calls it on every failed connection
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	s, _ := cc.counts()
+	// 500 ms of calls, one re-send per 200 ms: 2 or 3 (the first at once).
+	if resent := s - 3; resent < 2 || resent > 3 {
+		t.Fatalf("rejected state re-sent %d times in 500 ms at most once per 200 ms, want 2-3", resent)
+	}
+	cc.mu.Lock()
+	last := cc.states[len(cc.states)-1]
+	cc.mu.Unlock()
+	if len(last.Endpoints) != 1 || last.Endpoints[0].Addresses[0].Addr != "10.244.0.3:50051" {
+		t.Fatalf("re-sent %+v, want the rejected state", last)
+	}
+
+	// Accepted again: ResolveNow stops re-sending.
+	cc.reject.Store(false)
+	time.Sleep(250 * time.Millisecond)
+	r.ResolveNow(resolver.ResolveNowOptions{}) // re-sent and accepted
+	time.Sleep(50 * time.Millisecond)
+	s, _ = cc.counts()
+	for range 3 {
+		time.Sleep(250 * time.Millisecond)
+		r.ResolveNow(resolver.ResolveNowOptions{})
+	}
+	time.Sleep(50 * time.Millisecond)
+	if s2, _ := cc.counts(); s2 != s {
+		t.Fatalf("%d more states after the state was accepted, want 0", s2-s)
+	}
+}
