@@ -55,10 +55,10 @@ func (s *server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*tes
 }
 
 // serveOn runs a gRPC test server on ln until the test ends.
-func serveOn(t testing.TB, ln net.Listener, name string) (*server, *grpc.Server) {
+func serveOn(t testing.TB, ln net.Listener, name string, opts ...grpc.ServerOption) (*server, *grpc.Server) {
 	t.Helper()
 	s := &server{name: name}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(opts...)
 	testgrpc.RegisterTestServiceServer(gs, s)
 	done := make(chan struct{})
 	go func() { defer close(done); gs.Serve(ln) }()
@@ -504,9 +504,17 @@ func TestResolveNowResendsOnlyARejectedStateRateLimited(t *testing.T) {
 
 	// Accepted again: ResolveNow stops re-sending.
 	cc.reject.Store(false)
+	s0, _ := cc.counts()
 	time.Sleep(250 * time.Millisecond)
 	r.ResolveNow(resolver.ResolveNowOptions{}) // re-sent and accepted
-	time.Sleep(50 * time.Millisecond)
+	for s, _ = cc.counts(); s <= s0; s, _ = cc.counts() {
+		select {
+		case <-cc.changed:
+		case <-ctx.Done():
+			t.Fatal("the rejected state was not re-sent")
+		}
+	}
+	time.Sleep(250 * time.Millisecond) // re-sends in flight land
 	s, _ = cc.counts()
 	for range 3 {
 		time.Sleep(250 * time.Millisecond)
