@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -32,6 +33,9 @@ type cluster struct {
 	t     testing.TB
 	cp    *kubetest.ControlPlane
 	fleet *fleet.Fleet
+
+	serverOpts []grpc.ServerOption // for the pods' servers
+	dialOpts   []grpc.DialOption   // for clients
 
 	mu   sync.Mutex
 	pods map[string]*greeterPod
@@ -69,7 +73,7 @@ func (c *cluster) startPod(name, zone string, hints ...string) *greeterPod {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	srv, gs := serveOn(c.t, ln, name)
+	srv, gs := serveOn(c.t, ln, name, c.serverOpts...)
 	g := &greeterPod{name: name, srv: srv, gs: gs}
 	c.mu.Lock()
 	c.pods[name] = g
@@ -137,7 +141,7 @@ func (c *cluster) clientAndBuilder(opts ...grpcresolver.Option) (testgrpc.TestSe
 	}
 	b := grpcresolver.NewKubernetes(src, opts...)
 	c.t.Cleanup(func() { b.Close() })
-	return testgrpc.NewTestServiceClient(dial(c.t, "kubernetes:///greeter.demo:grpc", grpc.WithResolvers(b))), b
+	return testgrpc.NewTestServiceClient(dial(c.t, "kubernetes:///greeter.demo:grpc", append([]grpc.DialOption{grpc.WithResolvers(b)}, c.dialOpts...)...)), b
 }
 
 // load runs concurrency callers until stop is closed and at least min calls
@@ -419,4 +423,98 @@ func TestMissingServiceFailsCallsFast(t *testing.T) {
 		t.Fatalf("call = %v, want Unavailable naming demo/nosuch as not found", err)
 	}
 	t.Logf("missing Service: %v", err)
+}
+
+// A pod whose node vanishes (its packets dropped, no reset) stays ready in
+// its slice until Kubernetes notices the node, 40 s or more, and round robin
+// soon has every caller's call stuck on it. With keepalive on both sides, as
+// the README recommends, the client drops the connection by itself: grpc-go
+// sets TCP_USER_TIMEOUT to the keepalive timeout, so with calls in flight the
+// kernel gives up after 2 s of unacknowledged data (an idle connection is
+// found by a ping within Time + Timeout). The stuck calls fail with
+// Unavailable rather than at their 30 s deadline, and later calls go to the
+// other pods. Without keepalive this test fails: the calls hang 30 s.
+func TestVanishedPodIsLeftWithKeepalive(t *testing.T) {
+	c := newCluster(t, 1)
+	c.serverOpts = []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+		MinTime: 10 * time.Second, PermitWithoutStream: true})}
+	c.dialOpts = []grpc.DialOption{grpc.WithKeepaliveParams(keepalive.ClientParameters{
+		Time: 10 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true})}
+	ctx := ctxFor(t, 3*time.Minute)
+	names := c.startReady("greeter", 0, 3, "")
+	client := c.client()
+	waitServing(t, ctx, client, names...)
+
+	type call struct {
+		began, ended time.Time
+		pod          string
+		err          error
+	}
+	var mu sync.Mutex
+	var calls []call
+	var vanished time.Time
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				began := time.Now()
+				r, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{})
+				cancel()
+				cl := call{began: began, ended: time.Now(), err: err}
+				if err == nil {
+					cl.pod = r.ServerId
+				}
+				mu.Lock()
+				calls = append(calls, cl)
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(500 * time.Millisecond)
+	mu.Lock()
+	vanished = time.Now()
+	mu.Unlock()
+	if err := c.fleet.Pod("greeter-1").Disconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Second)
+	close(stop)
+	wg.Wait()
+
+	var failed, after, afterToVanished int
+	var detected time.Duration
+	for _, cl := range calls {
+		if cl.err != nil {
+			failed++
+			if status.Code(cl.err) != codes.Unavailable {
+				t.Fatalf("call began %v after the vanish failed with %v, want Unavailable (keepalive)", cl.began.Sub(vanished), cl.err)
+			}
+			detected = max(detected, cl.ended.Sub(vanished))
+			continue
+		}
+		if cl.began.After(vanished.Add(15 * time.Second)) {
+			after++
+			if cl.pod == "greeter-1" {
+				afterToVanished++
+			}
+		}
+	}
+	t.Logf("pod vanished: %d calls failed (Unavailable), the last %v after; %d calls in the last 5 s, %d to the vanished pod",
+		failed, detected.Round(time.Millisecond), after, afterToVanished)
+	if failed == 0 || failed > 8 {
+		t.Fatalf("%d calls failed, want 1 to 8 (those stuck on the vanished pod)", failed)
+	}
+	if detected > 10*time.Second {
+		t.Fatalf("stuck calls failed %v after the vanish, want within 10 s", detected)
+	}
+	if after < 100 || afterToVanished != 0 {
+		t.Fatalf("%d calls in the last 5 s, %d to the vanished pod: want calls flowing, none to it", after, afterToVanished)
+	}
 }

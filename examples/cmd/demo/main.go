@@ -233,7 +233,7 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 		if err != nil {
 			return "", err
 		}
-		gs := grpc.NewServer()
+		gs := grpc.NewServer(greeter.ServerKeepalive())
 		greeter.Register(gs, &greeter.Server{Pod: name})
 		go gs.Serve(ln)
 		mu.Lock()
@@ -282,7 +282,7 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 	defer events.Close()
 	cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc", grpc.WithResolvers(b),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()), greeter.ClientKeepalive())
 	if err != nil {
 		return summary{}, err
 	}

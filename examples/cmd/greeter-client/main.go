@@ -73,7 +73,7 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 		defer b.Close()
 		conn, err := grpc.NewClient(target, grpc.WithResolvers(b),
 			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-			grpc.WithTransportCredentials(insecure.NewCredentials()))
+			grpc.WithTransportCredentials(insecure.NewCredentials()), greeter.ClientKeepalive())
 		if err != nil {
 			return err
 		}
@@ -84,7 +84,7 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 		if err != nil {
 			return err
 		}
-		pool := connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())), connpool.CloseGRPC)
+		pool := connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials()), greeter.ClientKeepalive()), connpool.CloseGRPC)
 		defer pool.Close()
 		p := core.NewPipeline(src, []core.Target{t}, []core.NamedSink{core.Named("pool", pool)})
 		done := make(chan error, 1)

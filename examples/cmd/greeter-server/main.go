@@ -50,7 +50,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(greeter.ServerKeepalive())
 	greeter.Register(gs, &greeter.Server{Pod: pod})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
