@@ -240,17 +240,25 @@ func build(t *testing.T, b *grpcresolver.Builder, target string, cc resolver.Cli
 	return r
 }
 
+// scripted builds a resolver for static:///greeter (core target "greeter")
+// over a scripted source, sending to cc, and waits until its watch runs.
+func scripted(t *testing.T, ctx context.Context, cc resolver.ClientConn, opts ...grpcresolver.Option) (*coretest.Script, resolver.Resolver) {
+	t.Helper()
+	src := coretest.NewScript()
+	b := grpcresolver.New("static", src, staticParser, opts...)
+	t.Cleanup(func() { b.Close() })
+	r := build(t, b, "static:///greeter", cc)
+	if err := src.WaitRunning(ctx, core.Target{Name: "greeter"}, 1); err != nil {
+		t.Fatal(err)
+	}
+	return src, r
+}
+
 func TestWhatTheResolverSends(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	target := core.Target{Name: "greeter"}
-	src := coretest.NewScript()
-	b := grpcresolver.New("static", src, staticParser)
-	defer b.Close()
 	cc := newRecordingCC()
-	build(t, b, "static:///greeter", cc)
-	if err := src.WaitRunning(ctx, target, 1); err != nil {
-		t.Fatal(err)
-	}
+	src, _ := scripted(t, ctx, cc)
 
 	// Before the first sync: a transient failure sends nothing at all.
 	src.Fail(target, errors.New("connection refused"))
@@ -388,14 +396,8 @@ func (c *slowCC) UpdateState(s resolver.State) error {
 func TestBurstsCoalesceWhileUpdateStateIsBusy(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	target := core.Target{Name: "greeter"}
-	src := coretest.NewScript()
-	b := grpcresolver.New("static", src, staticParser)
-	defer b.Close()
 	cc := &slowCC{recordingCC: newRecordingCC(), entered: make(chan struct{}, 100), release: make(chan struct{})}
-	build(t, b, "static:///greeter", cc)
-	if err := src.WaitRunning(ctx, target, 1); err != nil {
-		t.Fatal(err)
-	}
+	src, _ := scripted(t, ctx, cc)
 	ep := func(i int) *core.Endpoint {
 		return &core.Endpoint{ID: fmt.Sprint(i), Addresses: []string{fmt.Sprintf("10.244.0.%d", i)}, Port: 50051}
 	}
@@ -450,14 +452,8 @@ func (c *rejectingCC) UpdateState(s resolver.State) error {
 func TestResolveNowResendsOnlyARejectedStateRateLimited(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	target := core.Target{Name: "greeter"}
-	src := coretest.NewScript()
-	b := grpcresolver.New("static", src, staticParser, grpcresolver.WithResolveNowInterval(200*time.Millisecond))
-	defer b.Close()
 	cc := &rejectingCC{recordingCC: newRecordingCC()}
-	r := build(t, b, "static:///greeter", cc)
-	if err := src.WaitRunning(ctx, target, 1); err != nil {
-		t.Fatal(err)
-	}
+	src, r := scripted(t, ctx, cc, grpcresolver.WithResolveNowInterval(200*time.Millisecond))
 	src.Publish(target, coretest.Set(t, endpointAt("a", "10.244.0.2:50051")))
 	cc.wait(t, ctx, 1, 0)
 	for range 100 {
