@@ -135,13 +135,19 @@ func (c *cluster) client(opts ...grpcresolver.Option) testgrpc.TestServiceClient
 
 func (c *cluster) clientAndBuilder(opts ...grpcresolver.Option) (testgrpc.TestServiceClient, *grpcresolver.Builder) {
 	c.t.Helper()
-	src, err := kubernetes.New(c.cp.AdminConfig())
+	return c.dialAs(c.cp.AdminConfig(), "kubernetes:///greeter.demo:grpc", opts...)
+}
+
+// dialAs dials target through a resolver whose source uses cfg.
+func (c *cluster) dialAs(cfg *rest.Config, target string, opts ...grpcresolver.Option) (testgrpc.TestServiceClient, *grpcresolver.Builder) {
+	c.t.Helper()
+	src, err := kubernetes.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	b := grpcresolver.NewKubernetes(src, opts...)
 	c.t.Cleanup(func() { b.Close() })
-	return testgrpc.NewTestServiceClient(dial(c.t, "kubernetes:///greeter.demo:grpc", append([]grpc.DialOption{grpc.WithResolvers(b)}, c.dialOpts...)...)), b
+	return testgrpc.NewTestServiceClient(dial(c.t, target, append([]grpc.DialOption{grpc.WithResolvers(b)}, c.dialOpts...)...)), b
 }
 
 // load runs concurrency callers until stop is closed and at least min calls
@@ -356,35 +362,6 @@ func TestConnectsToAll250EndpointsAcross3Slices(t *testing.T) {
 	t.Logf("250 endpoints in 3 slices: %d calls reached %d pods", r.ok, len(r.perPod))
 }
 
-// dialAs dials target through a resolver whose source uses cfg.
-func (c *cluster) dialAs(cfg *rest.Config, target string) testgrpc.TestServiceClient {
-	c.t.Helper()
-	src, err := kubernetes.New(cfg)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	b := grpcresolver.NewKubernetes(src)
-	c.t.Cleanup(func() { b.Close() })
-	return testgrpc.NewTestServiceClient(dial(c.t, target, grpc.WithResolvers(b)))
-}
-
-// failsFast makes one call without WaitForReady and returns its error; the
-// call must fail within 5 s, not wait for its 30 s deadline.
-func failsFast(t *testing.T, ctx context.Context, client testgrpc.TestServiceClient) error {
-	t.Helper()
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	begin := time.Now()
-	_, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{})
-	if err == nil {
-		t.Fatal("call succeeded, want a failure")
-	}
-	if d := time.Since(begin); d > 5*time.Second {
-		t.Fatalf("call failed after %v (%v): want a fast failure", d, err)
-	}
-	return err
-}
-
 // A client whose ServiceAccount may not list EndpointSlices: calls fail
 // fast with Unavailable naming what to grant; once a Role grants it, the
 // same ClientConn serves calls without a restart.
@@ -396,7 +373,7 @@ func TestForbiddenFailsCallsFastThenGrantRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := c.dialAs(cfg, "kubernetes:///greeter.demo:grpc")
+	client, _ := c.dialAs(cfg, "kubernetes:///greeter.demo:grpc")
 	err = failsFast(t, ctx, client)
 	for _, want := range []string{"endpointslices.discovery.k8s.io in namespace demo", "grant verbs list and watch", "system:serviceaccount:demo:client"} {
 		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), want) {
@@ -417,7 +394,7 @@ func TestMissingServiceFailsCallsFast(t *testing.T) {
 	c := newCluster(t, 1)
 	ctx := ctxFor(t, 3*time.Minute)
 	c.startReady("greeter", 0, 1, "")
-	client := c.dialAs(c.cp.AdminConfig(), "kubernetes:///nosuch.demo:grpc")
+	client, _ := c.dialAs(c.cp.AdminConfig(), "kubernetes:///nosuch.demo:grpc")
 	err := failsFast(t, ctx, client)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "demo/nosuch") || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("call = %v, want Unavailable naming demo/nosuch as not found", err)

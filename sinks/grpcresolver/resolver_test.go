@@ -156,14 +156,27 @@ func TestMissingTargetFailsFastWithItsReason(t *testing.T) {
 	b := grpcresolver.New("static", src, staticParser)
 	defer b.Close()
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///nosuch", grpc.WithResolvers(b)))
-	begin := time.Now()
-	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+	err := failsFast(t, ctx, client)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "target not found") {
 		t.Fatalf("call = %v, want Unavailable naming the missing target", err)
 	}
-	if d := time.Since(begin); d > 5*time.Second {
-		t.Fatalf("took %v: calls must fail fast, not hang until their deadline", d)
+}
+
+// failsFast makes one call without WaitForReady and returns its error; the
+// call must fail within 5 s, not wait for its 30 s deadline.
+func failsFast(t *testing.T, ctx context.Context, client testgrpc.TestServiceClient) error {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	begin := time.Now()
+	_, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{})
+	if err == nil {
+		t.Fatal("call succeeded, want a failure")
 	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Fatalf("call failed after %v (%v): want a fast failure", d, err)
+	}
+	return err
 }
 
 func TestUnparseableTargetFailsCalls(t *testing.T) {
