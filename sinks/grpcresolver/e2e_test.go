@@ -150,16 +150,18 @@ func (c *cluster) dialAs(cfg *rest.Config, target string, opts ...grpcresolver.O
 	return testgrpc.NewTestServiceClient(dial(c.t, target, append([]grpc.DialOption{grpc.WithResolvers(b)}, c.dialOpts...)...)), b
 }
 
-// load runs concurrency callers until stop is closed and at least min calls
-// were made; it returns the count of calls per pod and the failures.
+// load runs concurrency callers (5 s per call) until stop is closed and at
+// least min calls were made; it returns the count of calls per pod and the
+// failures.
 type loadResult struct {
-	ok, failed int64
-	perPod     map[string]int64
-	errs       []error
+	ok, failed  int64
+	perPod      map[string]int64
+	errs        []error   // the first 10
+	lastFailure time.Time // when the last failed call ended
 }
 
 func load(ctx context.Context, client testgrpc.TestServiceClient, concurrency int, min int64, stop <-chan struct{}) loadResult {
-	var ok, failed, total atomic.Int64
+	var total atomic.Int64
 	var mu sync.Mutex
 	res := loadResult{perPod: map[string]int64{}}
 	var wg sync.WaitGroup
@@ -186,12 +188,13 @@ func load(ctx context.Context, client testgrpc.TestServiceClient, concurrency in
 				}
 				mu.Lock()
 				if err != nil {
-					failed.Add(1)
+					res.failed++
+					res.lastFailure = time.Now()
 					if len(res.errs) < 10 {
 						res.errs = append(res.errs, err)
 					}
 				} else {
-					ok.Add(1)
+					res.ok++
 					res.perPod[r.ServerId]++
 				}
 				mu.Unlock()
@@ -199,7 +202,6 @@ func load(ctx context.Context, client testgrpc.TestServiceClient, concurrency in
 		})
 	}
 	wg.Wait()
-	res.ok, res.failed = ok.Load(), failed.Load()
 	return res
 }
 
@@ -409,8 +411,9 @@ func TestMissingServiceFailsCallsFast(t *testing.T) {
 // sets TCP_USER_TIMEOUT to the keepalive timeout, so with calls in flight the
 // kernel gives up after 2 s of unacknowledged data (an idle connection is
 // found by a ping within Time + Timeout). The stuck calls fail with
-// Unavailable rather than at their 30 s deadline, and later calls go to the
-// other pods. Without keepalive this test fails: the calls hang 30 s.
+// Unavailable rather than at their 5 s deadline, and later calls go to the
+// other pods. Without keepalive this test fails: the calls hang to their
+// deadline.
 func TestVanishedPodIsLeftWithKeepalive(t *testing.T) {
 	c := newCluster(t, 1)
 	c.serverOpts = []grpc.ServerOption{grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
@@ -422,76 +425,38 @@ func TestVanishedPodIsLeftWithKeepalive(t *testing.T) {
 	client := c.client()
 	waitServing(t, ctx, client, names...)
 
-	type call struct {
-		began, ended time.Time
-		pod          string
-		err          error
-	}
-	var mu sync.Mutex
-	var calls []call
-	var vanished time.Time
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				began := time.Now()
-				r, err := client.UnaryCall(cctx, &testgrpc.SimpleRequest{})
-				cancel()
-				cl := call{began: began, ended: time.Now(), err: err}
-				if err == nil {
-					cl.pod = r.ServerId
-				}
-				mu.Lock()
-				calls = append(calls, cl)
-				mu.Unlock()
-			}
-		})
-	}
+	results := make(chan loadResult, 1)
+	go func() { results <- load(ctx, client, 8, 0, stop) }()
 	time.Sleep(500 * time.Millisecond)
-	mu.Lock()
-	vanished = time.Now()
-	mu.Unlock()
+	vanished := time.Now()
 	if err := c.fleet.Pod("greeter-1").Disconnect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Second)
+	time.Sleep(15 * time.Second)
 	close(stop)
-	wg.Wait()
+	during := <-results
+	// The last 5 s.
+	stop = make(chan struct{})
+	time.AfterFunc(5*time.Second, func() { close(stop) })
+	settled := load(ctx, client, 8, 0, stop)
 
-	var failed, after, afterToVanished int
-	var detected time.Duration
-	for _, cl := range calls {
-		if cl.err != nil {
-			failed++
-			if status.Code(cl.err) != codes.Unavailable {
-				t.Fatalf("call began %v after the vanish failed with %v, want Unavailable (keepalive)", cl.began.Sub(vanished), cl.err)
-			}
-			detected = max(detected, cl.ended.Sub(vanished))
-			continue
-		}
-		if cl.began.After(vanished.Add(15 * time.Second)) {
-			after++
-			if cl.pod == "greeter-1" {
-				afterToVanished++
-			}
+	failed := during.failed + settled.failed
+	for _, err := range append(during.errs, settled.errs...) {
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("call failed with %v, want Unavailable (keepalive)", err)
 		}
 	}
+	detected := max(during.lastFailure.Sub(vanished), settled.lastFailure.Sub(vanished))
 	t.Logf("pod vanished: %d calls failed (Unavailable), the last %v after; %d calls in the last 5 s, %d to the vanished pod",
-		failed, detected.Round(time.Millisecond), after, afterToVanished)
+		failed, detected.Round(time.Millisecond), settled.ok, settled.perPod["greeter-1"])
 	if failed == 0 || failed > 8 {
 		t.Fatalf("%d calls failed, want 1 to 8 (those stuck on the vanished pod)", failed)
 	}
 	if detected > 10*time.Second {
 		t.Fatalf("stuck calls failed %v after the vanish, want within 10 s", detected)
 	}
-	if after < 100 || afterToVanished != 0 {
-		t.Fatalf("%d calls in the last 5 s, %d to the vanished pod: want calls flowing, none to it", after, afterToVanished)
+	if settled.ok < 100 || settled.perPod["greeter-1"] != 0 {
+		t.Fatalf("%d calls in the last 5 s, %d to the vanished pod: want calls flowing, none to it", settled.ok, settled.perPod["greeter-1"])
 	}
 }
