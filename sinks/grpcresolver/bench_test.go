@@ -40,9 +40,7 @@ func BenchmarkPropagationToPicker(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer probe.Close()
-	stop := make(chan struct{})
-	done := make(chan loadResult, 1)
-	go func() { done <- load(ctx, client, 8, 0, stop) }()
+	stop := startLoad(ctx, client, 8, 0)
 	var d, src []time.Duration
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
@@ -65,8 +63,7 @@ func BenchmarkPropagationToPicker(b *testing.B) {
 		c.drain(p.name, 300*time.Millisecond)
 		b.StartTimer()
 	}
-	close(stop)
-	if r := <-done; r.failed != 0 {
+	if r := stop(); r.failed != 0 {
 		b.Fatalf("%d calls failed: %v", r.failed, r.errs)
 	}
 	pct := func(d []time.Duration, p int) float64 {

@@ -150,9 +150,7 @@ func (c *cluster) dialAs(cfg *rest.Config, target string, opts ...grpcresolver.O
 	return testgrpc.NewTestServiceClient(dial(c.t, target, append([]grpc.DialOption{grpc.WithResolvers(b)}, c.dialOpts...)...)), b
 }
 
-// load runs concurrency callers (5 s per call) until stop is closed and at
-// least min calls were made; it returns the count of calls per pod and the
-// failures.
+// loadResult is what load saw: calls per pod and the failures.
 type loadResult struct {
 	ok, failed  int64
 	perPod      map[string]int64
@@ -160,6 +158,24 @@ type loadResult struct {
 	lastFailure time.Time // when the last failed call ended
 }
 
+// startLoad runs load in the background; the function it returns stops it
+// (once at least min calls were made) and returns the result.
+func startLoad(ctx context.Context, client testgrpc.TestServiceClient, concurrency int, min int64) (stop func() loadResult) {
+	stopc := make(chan struct{})
+	res := make(chan loadResult, 1)
+	go func() { res <- load(ctx, client, concurrency, min, stopc) }()
+	return func() loadResult { close(stopc); return <-res }
+}
+
+// loadN runs load until n calls were made.
+func loadN(ctx context.Context, client testgrpc.TestServiceClient, concurrency int, n int64) loadResult {
+	stop := make(chan struct{})
+	close(stop)
+	return load(ctx, client, concurrency, n, stop)
+}
+
+// load runs concurrency callers (5 s per call) until stop is closed and at
+// least min calls were made.
 func load(ctx context.Context, client testgrpc.TestServiceClient, concurrency int, min int64, stop <-chan struct{}) loadResult {
 	var total atomic.Int64
 	var mu sync.Mutex
@@ -234,9 +250,7 @@ func TestRollingReplacementUnderLoadFailsNoCall(t *testing.T) {
 	client := c.client()
 	waitServing(t, ctx, client, names...)
 
-	stop := make(chan struct{})
-	results := make(chan loadResult, 1)
-	go func() { results <- load(ctx, client, 50, 10000, stop) }()
+	stop := startLoad(ctx, client, 50, 10000)
 	time.Sleep(300 * time.Millisecond) // load is flowing
 	for i, old := range names {
 		// The new pod starts and becomes ready.
@@ -244,8 +258,7 @@ func TestRollingReplacementUnderLoadFailsNoCall(t *testing.T) {
 		// The old pod is deleted: terminating, drained, gone.
 		c.drain(old, 500*time.Millisecond)
 	}
-	close(stop)
-	r := <-results
+	r := stop()
 	t.Logf("rolling replacement of 5 pods under 50 concurrent callers: %d calls, %d failed; per pod %v", r.ok+r.failed, r.failed, r.perPod)
 	if r.failed != 0 {
 		t.Fatalf("%d calls failed, want 0: %v", r.failed, r.errs)
@@ -270,9 +283,7 @@ func TestScaleUpAndDistribution(t *testing.T) {
 	client := c.client()
 	waitServing(t, ctx, client, names...)
 
-	stop := make(chan struct{})
-	results := make(chan loadResult, 1)
-	go func() { results <- load(ctx, client, 20, 0, stop) }()
+	stop := startLoad(ctx, client, 20, 0)
 	var delays []time.Duration
 	for i := 2; i < 6; i++ {
 		p := c.startPod(fmt.Sprintf("greeter-%d", i), "")
@@ -288,8 +299,7 @@ func TestScaleUpAndDistribution(t *testing.T) {
 		}
 		delays = append(delays, time.Unix(0, p.srv.first.Load()).Sub(readyAt))
 	}
-	close(stop)
-	<-results
+	stop()
 	t.Logf("scale 2->6: first call to each new pod after its slice write was issued: %v", delays)
 	for i, d := range delays {
 		if d > time.Second {
@@ -298,9 +308,7 @@ func TestScaleUpAndDistribution(t *testing.T) {
 	}
 
 	// Distribution over the 6 steady pods.
-	stop = make(chan struct{})
-	close(stop)
-	r := load(ctx, client, 50, 12000, stop)
+	r := loadN(ctx, client, 50, 12000)
 	if r.failed != 0 {
 		t.Fatalf("%d calls failed: %v", r.failed, r.errs)
 	}
@@ -326,9 +334,7 @@ func TestZoneAwareBalancing(t *testing.T) {
 	c.startReady("b", 0, 2, "zone-b", "zone-b")
 	client := c.client(grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("", 1)))
 	waitServing(t, ctx, client, "a-0", "a-1")
-	stop := make(chan struct{})
-	close(stop)
-	r := load(ctx, client, 10, 2000, stop)
+	r := loadN(ctx, client, 10, 2000)
 	t.Logf("zone-a client, zone-a ready: %v", r.perPod)
 	if r.failed != 0 || r.perPod["b-0"]+r.perPod["b-1"] != 0 || r.perPod["a-0"] == 0 || r.perPod["a-1"] == 0 {
 		t.Fatalf("calls %v failed %d: want zone-a only", r.perPod, r.failed)
@@ -340,7 +346,7 @@ func TestZoneAwareBalancing(t *testing.T) {
 	waitServing(t, ctx, client, "b-0", "b-1")
 	c.removePod("a-0")
 	c.removePod("a-1")
-	r = load(ctx, client, 10, 2000, stop)
+	r = loadN(ctx, client, 10, 2000)
 	t.Logf("zone-a client, zone-a empty: %v", r.perPod)
 	if r.failed != 0 || r.perPod["b-0"] == 0 || r.perPod["b-1"] == 0 {
 		t.Fatalf("after failover: calls %v failed %d: %v", r.perPod, r.failed, r.errs)
@@ -355,9 +361,7 @@ func TestConnectsToAll250EndpointsAcross3Slices(t *testing.T) {
 	names := c.startReady("greeter", 0, 250, "")
 	client := c.client()
 	waitServing(t, ctx, client, names...)
-	stop := make(chan struct{})
-	close(stop)
-	r := load(ctx, client, 50, 5000, stop)
+	r := loadN(ctx, client, 50, 5000)
 	if r.failed != 0 || len(r.perPod) != 250 {
 		t.Fatalf("%d pods answered of 250, %d failed", len(r.perPod), r.failed)
 	}
@@ -425,21 +429,17 @@ func TestVanishedPodIsLeftWithKeepalive(t *testing.T) {
 	client := c.client()
 	waitServing(t, ctx, client, names...)
 
-	stop := make(chan struct{})
-	results := make(chan loadResult, 1)
-	go func() { results <- load(ctx, client, 8, 0, stop) }()
+	stop := startLoad(ctx, client, 8, 0)
 	time.Sleep(500 * time.Millisecond)
 	vanished := time.Now()
 	if err := c.fleet.Pod("greeter-1").Disconnect(ctx); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(15 * time.Second)
-	close(stop)
-	during := <-results
-	// The last 5 s.
-	stop = make(chan struct{})
-	time.AfterFunc(5*time.Second, func() { close(stop) })
-	settled := load(ctx, client, 8, 0, stop)
+	during := stop()
+	stop = startLoad(ctx, client, 8, 0) // the last 5 s
+	time.Sleep(5 * time.Second)
+	settled := stop()
 
 	failed := during.failed + settled.failed
 	for _, err := range append(during.errs, settled.errs...) {
