@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -207,4 +208,62 @@ func BenchmarkSetWith10kOneChange(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func BenchmarkApply10kOneChange(b *testing.B) {
+	set := bigSet(b, 10000)
+	e := *set.At(5000)
+	e.Weight = 7
+	next, err := set.With(&e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := core.Diff(set, next)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := set.Apply(d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWireDeltaOneChange10k: encode a one-endpoint change of a
+// 10,000-endpoint target in the delta form and apply it on a receiver's
+// Replica, through JSON: a webhook's or a plugin's cost per change.
+func BenchmarkWireDeltaOneChange10k(b *testing.B) {
+	set := bigSet(b, 10000)
+	target := core.Target{Name: "big"}
+	r := core.NewReplica()
+	r.Commit(core.Update{Target: target, Epoch: "e", Seq: 1, State: core.State{Endpoints: set, Synced: true}})
+	versions := [2]*core.Endpoint{set.At(5000), nil}
+	c := *versions[0]
+	c.Weight = 7
+	versions[1] = &c
+	prev := set
+	var bytes int
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		next, err := prev.With(versions[(i+1)%2])
+		if err != nil {
+			b.Fatal(err)
+		}
+		u := core.Update{Target: target, Epoch: "e", Seq: uint64(i + 2), BaseSeq: uint64(i + 1),
+			State: core.State{Endpoints: next, Synced: true}, Delta: core.Diff(prev, next)}
+		data, err := json.Marshal(u.Wire(core.DeltaForm))
+		if err != nil {
+			b.Fatal(err)
+		}
+		bytes = len(data)
+		w, err := core.DecodeWire(data)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.Apply(w); err != nil {
+			b.Fatal(err)
+		}
+		prev = next
+	}
+	b.ReportMetric(float64(bytes), "bytes/update")
 }

@@ -2,10 +2,13 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/disco-lb/disco/core"
@@ -155,60 +158,170 @@ func FuzzDiff(f *testing.F) {
 	})
 }
 
-// FuzzPipeline publishes random state sequences through a real pipeline to a
-// sink that is blocked at random points, so that states coalesce. For the
-// updates the sink accepts: applying each delta to the previous accepted state
-// gives the new state, sequence numbers strictly increase, and the last one is
-// the last state published.
+// FuzzPipeline publishes random state sequences through a real hub to a
+// sink that is blocked at random points, so that states coalesce, and that
+// fails at random (transiently, or asking for a resync). For the updates the
+// sink accepts: each one's BaseSeq is the previous accepted Seq (0 after a
+// resync), Set.Apply of its delta to the previous accepted state gives the
+// new state exactly (and so does an independent apply), sequence numbers
+// strictly increase, and the last one is the last state published.
 func FuzzPipeline(f *testing.F) {
-	f.Add([]byte{0, 1, 0, 2, 3, 0, 2, 1, 4, 2, 3, 0}, uint16(0b1010))
-	f.Add([]byte{0, 1, 3, 0, 2, 1, 3, 0, 0, 1, 3, 0, 1, 5, 3, 1}, uint16(0xffff))
-	f.Fuzz(func(t *testing.T, data []byte, blockMask uint16) {
-		seq := states(t, data)
-		target := core.Target{Name: "svc"}
-		src := coretest.NewScript()
-		rec := coretest.NewRecorder()
-		p := core.NewPipeline(src, []core.Target{target}, []core.NamedSink{core.Named("rec", rec)})
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		defer func() { p.Close(); <-done }()
-		if err := src.WaitRunning(ctx, target, 1); err != nil {
-			t.Fatal(err)
-		}
-		for i, s := range seq {
-			if blockMask&(1<<(i%16)) != 0 {
-				rec.Block()
-			} else {
-				rec.Unblock()
+	f.Add([]byte{0, 1, 0, 2, 3, 0, 2, 1, 4, 2, 3, 0}, uint16(0b1010), uint16(0))
+	f.Add([]byte{0, 1, 3, 0, 2, 1, 3, 0, 0, 1, 3, 0, 1, 5, 3, 1}, uint16(0xffff), uint16(0b0110))
+	f.Add([]byte{0, 1, 3, 0, 0, 2, 3, 0, 2, 1, 3, 0, 0, 3, 3, 0}, uint16(0b0101), uint16(0b1011_0110))
+	f.Fuzz(func(t *testing.T, data []byte, blockMask, failMask uint16) {
+		synctest.Test(t, func(t *testing.T) {
+			seq := states(t, data)
+			target := core.Target{Name: "svc"}
+			src := coretest.NewScript()
+			var mu sync.Mutex
+			var accepted []core.Update
+			calls := 0
+			gate := make(chan struct{})
+			close(gate)
+			sink := core.SinkFunc(func(ctx context.Context, u core.Update) error {
+				mu.Lock()
+				g := gate
+				mu.Unlock()
+				<-g
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				switch failMask >> (calls % 16) & 3 {
+				case 1:
+					return errors.New("transient")
+				case 2:
+					return fmt.Errorf("lost it: %w", core.ErrResync)
+				}
+				accepted = append(accepted, u)
+				return nil
+			})
+			h := core.NewHub(src, core.WithBackoff(time.Millisecond, time.Second))
+			defer h.Close()
+			if _, err := h.Subscribe("rec", sink, target); err != nil {
+				t.Fatal(err)
 			}
-			src.Publish(target, s)
-		}
-		rec.Unblock()
-		want := seq[len(seq)-1]
-		err := rec.WaitFor(ctx, func(us []core.Update) bool {
-			return len(us) > 0 && us[len(us)-1].State.Endpoints.Equal(want)
+			synctest.Wait()
+			for i, s := range seq {
+				mu.Lock()
+				if blockMask&(1<<(i%16)) != 0 {
+					select {
+					case <-gate: // passing now: block from here on
+						gate = make(chan struct{})
+					default: // blocking already
+					}
+				} else {
+					select {
+					case <-gate:
+					default:
+						close(gate)
+					}
+				}
+				mu.Unlock()
+				src.Publish(target, s)
+				synctest.Wait()
+			}
+			mu.Lock()
+			select {
+			case <-gate:
+			default:
+				close(gate)
+			}
+			failMask = 0 // from here on every call is accepted
+			mu.Unlock()
+			time.Sleep(time.Minute)
+			synctest.Wait()
+
+			mu.Lock()
+			defer mu.Unlock()
+			want := seq[len(seq)-1]
+			if len(accepted) == 0 || !accepted[len(accepted)-1].State.Endpoints.Equal(want) {
+				t.Fatalf("the sink did not end with the last state published")
+			}
+			prev, prevSeq := core.Set{}, uint64(0)
+			for _, u := range accepted {
+				if u.Seq <= prevSeq {
+					t.Fatalf("seq %d after %d", u.Seq, prevSeq)
+				}
+				if u.BaseSeq != 0 && u.BaseSeq != prevSeq {
+					t.Fatalf("seq %d: base %d, but the last accepted was %d", u.Seq, u.BaseSeq, prevSeq)
+				}
+				base := prev
+				if u.BaseSeq == 0 {
+					base = core.Set{}
+				}
+				got, err := apply(base, u.Delta)
+				if err != nil {
+					t.Fatalf("seq %d: %v", u.Seq, err)
+				}
+				if !sameAsSet(got, u.State.Endpoints) {
+					t.Fatalf("seq %d: delta applied to the base state is not the new state", u.Seq)
+				}
+				next, err := base.Apply(u.Delta)
+				if err != nil || !next.Equal(u.State.Endpoints) {
+					t.Fatalf("seq %d: Set.Apply = %v, %v", u.Seq, ids(next), err)
+				}
+				if !slices.ContainsFunc(seq, u.State.Endpoints.Equal) {
+					t.Fatalf("seq %d: a state that was never published", u.Seq)
+				}
+				prev, prevSeq = u.State.Endpoints, u.Seq
+			}
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		prev, prevSeq := core.Set{}, uint64(0)
-		for _, u := range rec.Updates() {
-			if u.Seq <= prevSeq {
-				t.Fatalf("seq %d after %d", u.Seq, prevSeq)
+	})
+}
+
+// FuzzApply: Set.Apply of Diff(a, b) to a is b, for random pairs; and a
+// delta applied to a set it was not computed from fails with ErrResync
+// unless the result would be the same.
+func FuzzApply(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 2, 3, 0, 2, 1, 4, 2, 3, 0})
+	f.Add([]byte{0, 1, 3, 0, 2, 1, 3, 0, 0, 1, 3, 0, 1, 5, 3, 1})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ss := states(t, data)
+		for i := range ss {
+			for j := range ss {
+				d := core.Diff(ss[i], ss[j])
+				got, err := ss[i].Apply(d)
+				if err != nil || !got.Equal(ss[j]) {
+					t.Fatalf("Apply(Diff(s%d, s%d)) = %v, %v; want %v", i, j, ids(got), err, ids(ss[j]))
+				}
+				// Applied to a third set: either it fits exactly the way an
+				// independent apply says, or it is a resync.
+				for k := range ss {
+					want, werr := apply(ss[k], d)
+					got, err := ss[k].Apply(d)
+					switch {
+					case err != nil && !errors.Is(err, core.ErrResync):
+						t.Fatalf("error %v does not wrap ErrResync", err)
+					case err == nil && werr == nil && !sameAsSet(want, got):
+						t.Fatalf("Apply to s%d differs from an independent apply", k)
+					case err == nil && werr != nil && !onlyChangeMismatch(ss[k], d):
+						t.Fatalf("Apply to s%d accepted a delta that does not fit: %v", k, werr)
+					}
+				}
 			}
-			got, err := apply(prev, u.Delta)
-			if err != nil {
-				t.Fatalf("seq %d: %v", u.Seq, err)
-			}
-			if !sameAsSet(got, u.State.Endpoints) {
-				t.Fatalf("seq %d: delta applied to the previous accepted state is not the new state", u.Seq)
-			}
-			if !slices.ContainsFunc(seq, u.State.Endpoints.Equal) {
-				t.Fatalf("seq %d: a state that was never published", u.Seq)
-			}
-			prev, prevSeq = u.State.Endpoints, u.Seq
 		}
 	})
+}
+
+// onlyChangeMismatch: the independent apply also checks a changed entry's
+// old version, which Set.Apply does not need; that is the only difference
+// allowed.
+func onlyChangeMismatch(s core.Set, d core.Delta) bool {
+	for _, e := range d.Removed {
+		if _, ok := s.Get(e.ID); !ok {
+			return false
+		}
+	}
+	for _, e := range d.Added {
+		if _, ok := s.Get(e.ID); ok {
+			return false
+		}
+	}
+	for _, c := range d.Changed {
+		if _, ok := s.Get(c.New.ID); !ok {
+			return false
+		}
+	}
+	return true
 }

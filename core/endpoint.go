@@ -8,40 +8,6 @@ import (
 	"strconv"
 )
 
-// Target names what a source discovers: for Kubernetes a service in a
-// namespace and one of its ports, for DNS a name and a port, for a file a key.
-// It is a comparable value, usable as a map key and safe to copy across a
-// process boundary.
-type Target struct {
-	// Namespace scopes Name. Sources without namespaces leave it empty.
-	Namespace string `json:"namespace,omitempty"`
-	// Name is the service (or DNS name, or file key). Required.
-	Name string `json:"name"`
-	// Port selects one port of the service, by number ("8080") or by name
-	// ("grpc"). Empty lets the source choose (for example the only port).
-	Port string `json:"port,omitempty"`
-}
-
-// String renders the target as "namespace/name:port", leaving out empty parts.
-func (t Target) String() string {
-	s := t.Name
-	if t.Namespace != "" {
-		s = t.Namespace + "/" + s
-	}
-	if t.Port != "" {
-		s += ":" + t.Port
-	}
-	return s
-}
-
-// Validate reports whether the target can be watched at all.
-func (t Target) Validate() error {
-	if t.Name == "" {
-		return fmt.Errorf("core: target %q: empty name: %w", t.String(), ErrInvalid)
-	}
-	return nil
-}
-
 // Conditions are an endpoint's Kubernetes conditions. A nil field is unset
 // and takes Kubernetes' default: unset Ready and Serving mean true, unset
 // Terminating means false. So the zero Conditions describe an endpoint that
@@ -95,7 +61,7 @@ type Endpoint struct {
 	Node     string `json:"node,omitempty"`
 	Zone     string `json:"zone,omitempty"`
 	// Conditions are ready, serving and terminating, with Kubernetes' defaults.
-	Conditions Conditions `json:"conditions"`
+	Conditions Conditions `json:"conditions,omitzero"`
 	// ZoneHints are the zones this endpoint should serve (Kubernetes:
 	// hints.forZones). Empty means no hint.
 	ZoneHints []string `json:"zoneHints,omitempty"`
@@ -176,25 +142,4 @@ func withID(e *Endpoint) *Endpoint {
 	c := *e
 	c.ID = hostPort(e.Addresses[0], e.Port)
 	return &c
-}
-
-// Routable returns the endpoints of s that should get new requests, by
-// kube-proxy's rule (KEP-1669): every ready endpoint; only if none is ready,
-// the endpoints that are serving while terminating (draining pods that still
-// answer). Sources publish all endpoints with their conditions; sinks that
-// route use this. The result is in ID order, in a new slice.
-func Routable(s Set) []*Endpoint {
-	var ready, fallback []*Endpoint
-	for e := range s.All() {
-		switch c := e.Conditions; {
-		case c.IsReady():
-			ready = append(ready, e)
-		case len(ready) == 0 && c.IsServing() && c.IsTerminating():
-			fallback = append(fallback, e)
-		}
-	}
-	if len(ready) > 0 {
-		return ready
-	}
-	return fallback
 }

@@ -17,12 +17,26 @@ var (
 	// ErrInvalid: the target or the data read for it is malformed.
 	ErrInvalid = errors.New("invalid")
 
+	// ErrResync is returned by a sink that lost what it held for a target
+	// (a restarted plugin, a webhook receiver that lost its data): its next
+	// update carries the full state as added, with BaseSeq 0. Set.Apply and
+	// Replica wrap it when a delta does not fit the state it is applied to.
+	ErrResync = errors.New("resync needed")
+
+	// ErrDuplicate is wrapped by Replica.Next for an update that is not
+	// newer than the one it holds (a retried or late delivery): acknowledge
+	// it and apply nothing.
+	ErrDuplicate = errors.New("update already applied")
+
 	// ErrClosed is returned by Hub and Pipeline methods after Close.
 	ErrClosed = errors.New("core: closed")
 	// ErrNotWatched is returned by WaitSynced for a target nobody watches.
 	ErrNotWatched = errors.New("core: target not watched")
 	// ErrAlreadyRunning is returned by a second call of Pipeline.Run.
 	ErrAlreadyRunning = errors.New("core: pipeline already running")
+	// ErrEnded is wrapped by WaitSynced when the source's Watch of a target
+	// returned before the target's first sync.
+	ErrEnded = errors.New("watch ended")
 )
 
 // ErrorKind classifies why a target is stale. It travels inside State as
@@ -71,26 +85,60 @@ func (k ErrorKind) Sentinel() error {
 	}
 }
 
-// Retryable marks err as transient: a sink returning it gets the update again
-// after a jittered backoff (with the newest state by then), and a source whose
-// Watch returns it is restarted after a backoff. Retryable(nil) is nil.
+// Retryable marks err as transient, whatever it wraps: a sink returning it
+// gets the update again after a jittered backoff (with the newest state by
+// then), and a source whose Watch returns it is restarted after a backoff.
+// Retryable(nil) is nil.
 func Retryable(err error) error {
 	if err == nil {
 		return nil
 	}
-	return retryableError{err}
+	return markedError{err: err, retryable: true}
 }
 
-// IsRetryable reports whether err, or any error it wraps, was marked with
-// Retryable or has a method `Retryable() bool` that returns true. Packages
-// can so mark their errors without importing core.
-func IsRetryable(err error) bool {
+// Permanent marks err as one that retrying cannot fix, whatever it wraps: a
+// sink returning it has the update logged, counted and not accepted (the
+// next delta still holds its changes); a source whose Watch returns it is
+// not restarted until the target is subscribed to anew. Permanent(nil) is
+// nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return markedError{err: err, retryable: false}
+}
+
+// IsPermanent applies core's one error rule, for sources and sinks alike:
+// an error is permanent if it (or an error it wraps) was marked with
+// Permanent, or, unless marked with Retryable first, if it is classified
+// ErrInvalid, ErrNotFound or ErrForbidden. Every other error is transient
+// and retried with a jittered backoff. Packages can mark their errors
+// without importing core by giving them a method `Retryable() bool`. nil is
+// not permanent.
+func IsPermanent(err error) bool {
+	if err == nil {
+		return false
+	}
 	var r interface{ Retryable() bool }
-	return errors.As(err, &r) && r.Retryable()
+	if errors.As(err, &r) {
+		return !r.Retryable()
+	}
+	switch KindOf(err) {
+	case KindInvalid, KindNotFound, KindForbidden:
+		return true
+	}
+	return false
 }
 
-type retryableError struct{ err error }
+// IsRetryable reports whether err is not nil and not permanent (see
+// IsPermanent): core retries it.
+func IsRetryable(err error) bool { return err != nil && !IsPermanent(err) }
 
-func (e retryableError) Error() string   { return e.err.Error() }
-func (e retryableError) Unwrap() error   { return e.err }
-func (e retryableError) Retryable() bool { return true }
+type markedError struct {
+	err       error
+	retryable bool
+}
+
+func (e markedError) Error() string   { return e.err.Error() }
+func (e markedError) Unwrap() error   { return e.err }
+func (e markedError) Retryable() bool { return e.retryable }

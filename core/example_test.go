@@ -56,18 +56,18 @@ func ExampleHub_Subscribe() {
 	defer hub.Close()
 
 	got := make(chan core.Update, 1)
-	sub, err := hub.Subscribe(target, "example", core.SinkFunc(func(ctx context.Context, u core.Update) error {
+	sub, err := hub.Subscribe("example", core.SinkFunc(func(ctx context.Context, u core.Update) error {
 		got <- u
 		return nil
-	}))
+	}), target)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer sub.Close() // the last Close stops the watch
 	u := <-got
-	fmt.Println(u.Seq > 0, u.State.Endpoints.Len(), u.State.Endpoints.At(0).ID)
-	// Output: true 1 10.244.0.2:50051
+	fmt.Println(u.Seq, u.BaseSeq, u.State.Endpoints.Len(), u.State.Endpoints.At(0).ID)
+	// Output: 1 0 1 10.244.0.2:50051
 }
 
 // Sources build the next set from the previous one: unchanged endpoints stay
@@ -117,7 +117,7 @@ func ExampleSourceFunc() {
 	hub := core.NewHub(src)
 	defer hub.Close()
 	for _, name := range []string{"greeter", "missing"} {
-		sub, _ := hub.Subscribe(core.Target{Name: name}, "example", core.SinkFunc(func(context.Context, core.Update) error { return nil }))
+		sub, _ := hub.Subscribe("example", core.SinkFunc(func(context.Context, core.Update) error { return nil }), core.Target{Name: name})
 		fmt.Println(name, sub.WaitSynced(context.Background()))
 		sub.Close()
 	}
@@ -126,10 +126,14 @@ func ExampleSourceFunc() {
 	// missing core: target missing: no service "missing": target not found
 }
 
-// A sink marks transient failures Retryable; core retries with the newest
-// state after a jittered backoff.
-func ExampleRetryable() {
-	err := core.Retryable(fmt.Errorf("webhook: 503 from receiver"))
-	fmt.Println(core.IsRetryable(err), core.IsRetryable(fmt.Errorf("wrapped: %w", err)), core.IsRetryable(fmt.Errorf("400")))
-	// Output: true true false
+// One rule for sources and sinks: errors are retried with a jittered
+// backoff unless classified invalid, not found or forbidden, or marked
+// Permanent; Retryable overrides a classification.
+func ExampleIsPermanent() {
+	unavailable := fmt.Errorf("webhook: 503 from receiver")
+	invalid := fmt.Errorf("webhook: 400 from receiver: %w", core.ErrInvalid)
+	fmt.Println(core.IsPermanent(unavailable), core.IsPermanent(invalid),
+		core.IsPermanent(core.Permanent(unavailable)), core.IsPermanent(core.Retryable(invalid)),
+		core.IsPermanent(fmt.Errorf("wrapped: %w", core.Permanent(unavailable))))
+	// Output: false true true false true
 }

@@ -22,8 +22,12 @@ type Metrics interface {
 	// UpdateCoalesced: a state of target replaced one the sink had not taken
 	// yet.
 	UpdateCoalesced(sink string, target Target)
-	// SinkError: sink returned an error for target.
+	// SinkError: sink returned an error for target; retryable tells whether
+	// core retries it (see IsPermanent).
 	SinkError(sink string, target Target, retryable bool)
+	// SinkResync: sink said it lost its state of target (ErrResync) and
+	// gets the full state again.
+	SinkResync(sink string, target Target)
 	// TargetForgotten: nobody watches target any more; drop its series.
 	TargetForgotten(target Target)
 }
@@ -34,6 +38,7 @@ func (nopMetrics) StatePublished(Target, uint64, State) {}
 func (nopMetrics) UpdateDelivered(string, Target)       {}
 func (nopMetrics) UpdateCoalesced(string, Target)       {}
 func (nopMetrics) SinkError(string, Target, bool)       {}
+func (nopMetrics) SinkResync(string, Target)            {}
 func (nopMetrics) TargetForgotten(Target)               {}
 
 // Stats is a Metrics that keeps the figures in memory; read them with
@@ -74,6 +79,8 @@ type SinkStats struct {
 	Errors    uint64
 	// Retryable counts the errors that were retried.
 	Retryable uint64
+	// Resyncs counts the times the sink asked for the full state.
+	Resyncs uint64
 }
 
 // StatsSnapshot is a copy of the figures at one moment.
@@ -165,6 +172,13 @@ func (s *Stats) SinkError(sink string, t Target, retryable bool) {
 	if retryable {
 		ss.Retryable++
 	}
+}
+
+// SinkResync implements Metrics.
+func (s *Stats) SinkResync(sink string, t Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sink(sink, t).Resyncs++
 }
 
 // TargetForgotten implements Metrics.

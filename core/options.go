@@ -1,30 +1,24 @@
 package core
 
 import (
-	"math/rand/v2"
 	"time"
 
 	"go.uber.org/zap"
 )
 
-// Option configures a Hub or a Pipeline.
+// Option configures a Hub (and the Pipeline built on it).
 type Option func(*config)
 
 type config struct {
-	log        *zap.Logger
-	metrics    Metrics
-	maxStale   time.Duration
-	backoffMin time.Duration
-	backoffMax time.Duration
+	log      *zap.Logger
+	metrics  Metrics
+	maxStale time.Duration
+	backoff  Backoff
+	linger   time.Duration
 }
 
 func newConfig(opts []Option) config {
-	c := config{
-		log:        zap.NewNop(),
-		metrics:    nopMetrics{},
-		backoffMin: 100 * time.Millisecond,
-		backoffMax: 30 * time.Second,
-	}
+	c := config{log: zap.NewNop(), metrics: nopMetrics{}, backoff: DefaultBackoff}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -57,28 +51,24 @@ func WithMaxStaleness(d time.Duration) Option {
 	return func(c *config) { c.maxStale = d }
 }
 
-// WithBackoff sets the bounds of the jittered exponential backoff used to
-// retry a failing sink and to restart a source's Watch. Defaults: 100ms, 30s.
+// WithBackoff sets the bounds of the jittered exponential backoff (see
+// Backoff) used to retry a failing sink and to restart a source's Watch.
+// Defaults: 100ms, 30s.
 func WithBackoff(min, max time.Duration) Option {
 	return func(c *config) {
 		if min > 0 {
-			c.backoffMin = min
+			c.backoff.Min = min
 		}
-		if max >= c.backoffMin {
-			c.backoffMax = max
+		if max >= c.backoff.Min {
+			c.backoff.Max = max
 		}
 	}
 }
 
-// backoff returns the delay before retry number attempt (0-based): the
-// exponential step, capped, with "equal jitter" (half fixed, half random) so
-// that many clients failing together do not retry together.
-func (c *config) backoff(attempt int) time.Duration {
-	d := c.backoffMin
-	for i := 0; i < attempt && d < c.backoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, c.backoffMax)
-	half := d / 2
-	return half + rand.N(half+1)
+// WithLinger keeps a target's watch running for d after its last
+// subscriber left, so that a client that closes and reopens connections to
+// the same target does not cost its backend a new watch each time (for
+// Kubernetes, a LIST and a WATCH). 0, the default, stops it at once.
+func WithLinger(d time.Duration) Option {
+	return func(c *config) { c.linger = max(d, 0) }
 }

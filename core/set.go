@@ -366,6 +366,59 @@ func Diff(old, new Set) Delta {
 	return d
 }
 
+// Apply returns the set that d makes of s: the removed endpoints taken out,
+// the changed ones replaced by their new version, the added ones put in. It
+// is the inverse of Diff (s.Apply(Diff(s, t)) equals t), and what a
+// receiver does with each delta it gets. Strict: a removed or changed ID
+// that s does not hold, or an added ID it already holds, means d was not
+// computed from s, and the error wraps ErrResync (ask the sender for the
+// full state) and names the first such ID. Unchanged chunks stay shared.
+func (s Set) Apply(d Delta) (Set, error) {
+	if d.Empty() {
+		return s, nil
+	}
+	mismatch := func(what, id string) (Set, error) {
+		return s, fmt.Errorf("core: delta does not apply: %s %q: %w", what, id, ErrResync)
+	}
+	drop := make([]string, 0, len(d.Removed))
+	for _, e := range d.Removed {
+		if e == nil {
+			return mismatch("removed endpoint is nil", "")
+		}
+		if _, ok := s.Get(e.ID); !ok {
+			return mismatch("removed endpoint not held", e.ID)
+		}
+		drop = append(drop, e.ID)
+	}
+	put := make([]*Endpoint, 0, len(d.Added)+len(d.Changed))
+	for _, c := range d.Changed {
+		if c.New == nil {
+			return mismatch("changed endpoint is nil", "")
+		}
+		if _, ok := s.Get(c.New.ID); !ok {
+			return mismatch("changed endpoint not held", c.New.ID)
+		}
+		put = append(put, c.New)
+	}
+	for _, e := range d.Added {
+		if e == nil {
+			return mismatch("added endpoint is nil", "")
+		}
+		if _, ok := s.Get(e.ID); ok {
+			return mismatch("added endpoint already held", e.ID)
+		}
+		put = append(put, e)
+	}
+	next, err := s.Without(drop...).With(put...)
+	if err != nil {
+		return s, fmt.Errorf("core: delta does not apply: %w: %w", err, ErrResync)
+	}
+	if want := s.Len() - len(drop) + len(d.Added); next.Len() != want {
+		return s, fmt.Errorf("core: delta does not apply: an ID is both removed and put: %w", ErrResync)
+	}
+	return next, nil
+}
+
 // MarshalJSON encodes the set as a JSON array of endpoints in ID order.
 func (s Set) MarshalJSON() ([]byte, error) {
 	return json.Marshal(s.Slice())

@@ -18,11 +18,22 @@ type Source interface {
 	// it cannot reach its backend; it never publishes a partial set.
 	//
 	// It returns once ctx is done, promptly and with every goroutine it
-	// started for this target stopped. Returning earlier ends the watch: an
-	// error marks the target stale with that error and, if IsRetryable, the
-	// Hub calls Watch again after a jittered backoff; nil means nothing more
-	// will change, and the last state stays. A source watching many targets
-	// may share work between calls (one informer per service, say).
+	// started for this target stopped. Returning earlier ends this attempt:
+	//
+	//   - a permanent error (see IsPermanent: ErrInvalid, ErrNotFound,
+	//     ErrForbidden, or marked with Permanent) marks the target stale
+	//     with it and ends the watch: State.Ended is set, WaitSynced returns
+	//     the error, and the next new subscriber of the target starts a new
+	//     Watch;
+	//   - any other error marks the target stale with it (the last good set
+	//     stays) and the Hub calls Watch again after a jittered backoff;
+	//   - nil means the source has nothing more to say: the last state stays,
+	//     marked Ended.
+	//
+	// Each call gets a Publisher of its own: once the call has returned, its
+	// Publisher ignores everything (a goroutine the source leaked, a frame
+	// still in flight from a plugin). A source watching many targets may
+	// share work between calls (one informer per service, say).
 	Watch(ctx context.Context, target Target, pub Publisher) error
 }
 

@@ -16,8 +16,13 @@ type State struct {
 	// that Endpoints is empty and means "not known yet", not "none".
 	Synced bool `json:"synced"`
 	// Stale is set while the source cannot confirm Endpoints; they are the
-	// last good set, kept in force.
-	Stale Staleness `json:"stale"`
+	// last good set, kept in force. The zero value means fresh.
+	Stale Staleness `json:"stale,omitzero"`
+	// Ended is set once the source's Watch of the target has returned for
+	// good (a permanent error, which Stale then carries, or the source had
+	// nothing more to say). The state will not change until the target is
+	// subscribed to anew, which restarts the Watch.
+	Ended bool `json:"ended,omitempty"`
 }
 
 // Staleness says since when and why a state may no longer match its backend.
@@ -57,22 +62,39 @@ func (e staleError) Unwrap() error { return e.kind.Sentinel() }
 
 // sameStatus reports whether two states agree on everything but endpoints.
 func (s State) sameStatus(o State) bool {
-	return s.Synced == o.Synced && s.Stale == o.Stale
+	return s.Synced == o.Synced && s.Stale.sameAs(o.Stale) && s.Ended == o.Ended
+}
+
+func (s Staleness) sameAs(o Staleness) bool {
+	return s.Since.Equal(o.Since) && s.Reason == o.Reason && s.Kind == o.Kind && s.Dropped == o.Dropped
 }
 
 // Update is what a sink receives: the new complete state of one target and
-// the delta since the last update of that target this sink accepted (the
-// first update's delta adds every endpoint). Updates are values; their
-// slices and endpoints are shared and must not be modified.
+// the delta from the last update of that target this sink accepted. Updates
+// are values; their slices and endpoints are shared and must not be
+// modified. JSON encodes an Update in the full form of the wire schema (see
+// WireUpdate).
 type Update struct {
 	// Target the update is about.
 	Target Target `json:"target"`
-	// Seq numbers the states of the target; it strictly increases across the
-	// updates a sink accepts. Gaps mean intermediate states were coalesced.
+	// Epoch identifies the Hub that numbered the update: a random ID made
+	// when the Hub was created. A receiver in another process that sees a
+	// new epoch knows the sender restarted and its Seq starts over.
+	Epoch string `json:"epoch"`
+	// Seq numbers the states of the target within an epoch: it strictly
+	// increases from one update of the target to the next, for every sink.
+	// A gap means states in between were coalesced (the sink got the newest
+	// one) or the target's watch was restarted; the Delta is still exact,
+	// because it is taken from BaseSeq.
 	Seq uint64 `json:"seq"`
+	// BaseSeq is the Seq of the update the Delta starts from: the last one
+	// of the target this sink accepted. 0 means "from nothing": the Delta
+	// adds every endpoint (a first update, or a resync after ErrResync), and
+	// a sink that holds anything for the target replaces it.
+	BaseSeq uint64 `json:"baseSeq,omitempty"`
 	// State is the complete new state.
 	State State `json:"state"`
-	// Delta holds the endpoints added, removed and changed since the last
-	// update of this target that this sink accepted.
+	// Delta holds the endpoints added, removed and changed since BaseSeq:
+	// applying it to that update's endpoints gives State.Endpoints.
 	Delta
 }

@@ -1,7 +1,9 @@
-// Package coretest has test doubles for code built on core: a Recorder sink
-// that records every update it accepts, and a Script source whose watches a
-// test drives by hand. Both are real implementations of core's interfaces,
-// safe for concurrent use, and start no goroutines.
+// Package coretest has what tests of code built on core need: the
+// conformance suites every source (TestSource) and every sink (TestSink)
+// must pass, a Recorder sink that records every update it accepts, and a
+// Script source whose watches a test drives by hand. The doubles are real
+// implementations of core's interfaces, safe for concurrent use, and start
+// no goroutines. Like core, it depends on the standard library only.
 package coretest
 
 import (
