@@ -61,8 +61,9 @@ func BenchmarkPropagation1000(b *testing.B) {
 	src := newSource(b, cp.AdminConfig())
 	hub := core.NewHub(src)
 	defer hub.Close()
-	sub, err := hub.Subscribe(core.Target{Namespace: ns, Name: "greeter", Port: "grpc"}, "bench",
-		core.SinkFunc(func(_ context.Context, u core.Update) error { got <- u.State; return nil }))
+	sub, err := hub.Subscribe("bench",
+		core.SinkFunc(func(_ context.Context, u core.Update) error { got <- u.State; return nil }),
+		core.Target{Namespace: ns, Name: "greeter", Port: "grpc"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -150,14 +151,14 @@ func BenchmarkSync10k(b *testing.B) {
 		begin := time.Now()
 		src := newSource(b, cp.AdminConfig())
 		hub := core.NewHub(src)
-		_, err := hub.Subscribe(core.Target{Namespace: "bench", Name: "big", Port: "grpc"}, "bench",
+		_, err := hub.Subscribe("bench",
 			core.SinkFunc(func(_ context.Context, u core.Update) error {
 				if !once && u.State.Endpoints.Len() == 10000 {
 					once = true
 					close(done)
 				}
 				return nil
-			}))
+			}), core.Target{Namespace: "bench", Name: "big", Port: "grpc"})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,7 +7,7 @@
 //	src, err := kubernetes.New(cfg, kubernetes.WithNamespace(ns), kubernetes.WithLogger(log),
 //		kubernetes.WithRegisterer(prometheus.DefaultRegisterer))
 //	target, err := src.Target("greeter.demo:grpc")
-//	p := core.NewPipeline(src, []core.Target{target}, sinks)
+//	hub := core.NewHub(src) // one per source; resolvers, pools and webhooks subscribe to it
 //
 // What it guarantees (each tested against a real API server):
 //

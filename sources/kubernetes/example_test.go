@@ -22,5 +22,5 @@ func ExampleParseTarget() {
 	// "greeter.demo:grpc" -> demo/greeter:grpc <nil>
 	// "kubernetes:///greeter.demo.svc.cluster.local:50051" -> demo/greeter:50051 <nil>
 	// "kubernetes://demo/greeter:grpc" -> demo/greeter:grpc <nil>
-	// "greeter:grpc_port" ->  kubernetes: target "greeter:grpc_port": port name "grpc_port": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-): invalid
+	// "greeter:grpc_port" ->  core: target "greeter:grpc_port": port name "grpc_port": only lower-case letters, digits and single inner hyphens: invalid
 }

@@ -174,7 +174,7 @@ func watchTarget(t *testing.T, src core.Source, target core.Target) *watcher {
 	t.Helper()
 	hub := core.NewHub(src)
 	rec := coretest.NewRecorder()
-	sub, err := hub.Subscribe(target, "recorder", rec)
+	sub, err := hub.Subscribe("recorder", rec, target)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,12 +93,10 @@ func LoadConfig(path string) (*rest.Config, string, error) {
 // namespace and a port (see ParseTarget). Targets of one service share one
 // watch of its slices, started with the first and stopped with the last.
 type Source struct {
-	client  k8s.Interface
-	opts    options
-	metrics *metrics
-
-	mu       sync.Mutex
-	services map[serviceKey]*serviceWatch
+	client   k8s.Interface
+	opts     options
+	metrics  *metrics
+	services *core.Shared[serviceKey, *serviceSlices] // one reflector per watched service
 }
 
 var _ core.Source = (*Source)(nil)
@@ -136,7 +134,13 @@ func NewForClient(client k8s.Interface, opts ...Option) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Source{client: client, opts: o, metrics: m, services: map[serviceKey]*serviceWatch{}}, nil
+	src := &Source{client: client, opts: o, metrics: m}
+	src.services = core.NewShared(func(k serviceKey) *serviceSlices {
+		ss := newServiceSlices(src, k)
+		ss.start()
+		return ss
+	}, func(_ serviceKey, ss *serviceSlices) { ss.stop() }, 0)
+	return src, nil
 }
 
 // Namespace returns the namespace given to targets that name none.
@@ -163,48 +167,25 @@ func (s *Source) Watch(ctx context.Context, t core.Target, pub core.Publisher) e
 	if err := validateTarget(t); err != nil {
 		return fmt.Errorf("kubernetes: target %s: %v: %w", t, err, core.ErrInvalid)
 	}
-	sw := s.acquire(serviceKey{t.Namespace, t.Name})
-	v := sw.addView(t, pub)
+	k := serviceKey{t.Namespace, t.Name}
+	ss, err := s.services.Acquire(k)
+	if err != nil {
+		return err
+	}
+	defer s.services.Release(k)
+	v := ss.addView(t, pub)
 	<-ctx.Done()
-	sw.removeView(v)
-	s.release(sw)
+	ss.removeView(v)
 	return nil
 }
 
-func (s *Source) acquire(k serviceKey) *serviceWatch {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	sw := s.services[k]
-	if sw == nil {
-		sw = newServiceWatch(s, k)
-		s.services[k] = sw
-		sw.start()
-	}
-	sw.refs++
-	return sw
-}
-
-func (s *Source) release(sw *serviceWatch) {
-	s.mu.Lock()
-	sw.refs--
-	last := sw.refs == 0
-	if last {
-		delete(s.services, sw.key)
-	}
-	s.mu.Unlock()
-	if last {
-		sw.stop()
-	}
-}
-
-// serviceWatch runs one reflector over the slices of one service and keeps
+// serviceSlices runs one reflector over the slices of one service and keeps
 // a view per watched target (port). It is the reflector's store: the
 // reflector calls Add/Update/Delete/Replace from its goroutine, in order.
-type serviceWatch struct {
-	src  *Source
-	key  serviceKey
-	refs int // guarded by src.mu
-	log  *zap.Logger
+type serviceSlices struct {
+	src *Source
+	key serviceKey
+	log *zap.Logger
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -226,8 +207,8 @@ type targetView struct {
 	v   *view
 }
 
-func newServiceWatch(s *Source, k serviceKey) *serviceWatch {
-	return &serviceWatch{
+func newServiceSlices(s *Source, k serviceKey) *serviceSlices {
+	return &serviceSlices{
 		src: s, key: k,
 		log:    s.opts.log.With(zap.String("namespace", k.namespace), zap.String("service", k.name)),
 		done:   make(chan struct{}),
@@ -238,30 +219,30 @@ func newServiceWatch(s *Source, k serviceKey) *serviceWatch {
 	}
 }
 
-func (sw *serviceWatch) selector() string {
-	sel := discoveryv1.LabelServiceName + "=" + sw.key.name
-	if extra := sw.src.opts.selector; extra != "" {
+func (ss *serviceSlices) selector() string {
+	sel := discoveryv1.LabelServiceName + "=" + ss.key.name
+	if extra := ss.src.opts.selector; extra != "" {
 		sel += "," + extra
 	}
 	return sel
 }
 
-func (sw *serviceWatch) start() {
+func (ss *serviceSlices) start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	sw.cancel = cancel
-	slicesAPI := sw.src.client.DiscoveryV1().EndpointSlices(sw.key.namespace)
+	ss.cancel = cancel
+	slicesAPI := ss.src.client.DiscoveryV1().EndpointSlices(ss.key.namespace)
 	calls := 0 // watch calls; only the reflector's goroutine touches it
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = sw.selector()
+			o.LabelSelector = ss.selector()
 			l, err := slicesAPI.List(ctx, o)
 			if err != nil {
-				sw.fail("list", err)
+				ss.fail("list", err)
 			}
 			return l, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = sw.selector()
+			o.LabelSelector = ss.selector()
 			if calls++; calls > 1 {
 				// Every watch after the first: client-go turns EOFs and
 				// timeouts into empty watches, so a dead connection would go
@@ -271,151 +252,151 @@ func (sw *serviceWatch) start() {
 				_, err := slicesAPI.List(pctx, metav1.ListOptions{LabelSelector: o.LabelSelector, Limit: 1, ResourceVersion: "0"})
 				cancel()
 				if err != nil {
-					sw.fail("list", err)
+					ss.fail("list", err)
 					return nil, err
 				}
 				// After a failure, reconcile with a complete list before the
 				// state is fresh again: a watch-list ends in one, a plain
 				// resumed watch is turned into a relist.
 				listing := o.SendInitialEvents != nil && *o.SendInitialEvents
-				if !listing && sw.isFailing() {
+				if !listing && ss.isFailing() {
 					return nil, apierrors.NewResourceExpired("disco: relisting to reconcile after a failure")
 				}
 			}
 			w, err := slicesAPI.Watch(ctx, o)
 			if err != nil {
-				sw.fail("watch", err)
+				ss.fail("watch", err)
 			}
 			return w, err
 		},
 	}
 	discard := logr.Discard() // errors are classified and logged by fail
-	r := cache.NewReflectorWithOptions(lw, &discoveryv1.EndpointSlice{}, sw, cache.ReflectorOptions{
-		Name: "disco " + sw.key.namespace + "/" + sw.key.name, Logger: &discard,
+	r := cache.NewReflectorWithOptions(lw, &discoveryv1.EndpointSlice{}, ss, cache.ReflectorOptions{
+		Name: "disco " + ss.key.namespace + "/" + ss.key.name, Logger: &discard,
 	})
-	sw.log.Info("kubernetes: watching endpointslices", zap.String("selector", sw.selector()))
+	ss.log.Info("kubernetes: watching endpointslices", zap.String("selector", ss.selector()))
 	var wg sync.WaitGroup
 	wg.Go(func() { r.RunWithContext(klog.NewContext(ctx, discard)) })
-	if sw.src.opts.serviceLookup {
-		wg.Go(func() { sw.checkService(ctx) })
+	if ss.src.opts.serviceLookup {
+		wg.Go(func() { ss.checkService(ctx) })
 	}
-	go func() { wg.Wait(); close(sw.done) }()
+	go func() { wg.Wait(); close(ss.done) }()
 }
 
-func (sw *serviceWatch) stop() {
-	sw.cancel()
-	<-sw.done
-	sw.src.metrics.forgetService(sw.key)
-	sw.log.Info("kubernetes: stopped watching endpointslices")
+func (ss *serviceSlices) stop() {
+	ss.cancel()
+	<-ss.done
+	ss.src.metrics.forgetService(ss.key)
+	ss.log.Info("kubernetes: stopped watching endpointslices")
 }
 
 // addView starts serving target t through pub, from the slices known now.
-func (sw *serviceWatch) addView(t core.Target, pub core.Publisher) *targetView {
+func (ss *serviceSlices) addView(t core.Target, pub core.Publisher) *targetView {
 	tv := &targetView{t: t, pub: pub, v: newView(t.Port)}
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	for _, name := range slices.Sorted(maps.Keys(sw.slices)) {
-		if _, err := tv.v.apply(sw.slices, name, nil, sw.slices[name]); err != nil {
-			sw.log.Error("kubernetes: bad slice", zap.Error(err))
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(ss.slices)) {
+		if _, err := tv.v.apply(ss.slices, name, nil, ss.slices[name]); err != nil {
+			ss.log.Error("kubernetes: bad slice", zap.Error(err))
 		}
 	}
-	sw.views[tv] = struct{}{}
-	if sw.synced {
-		sw.publishLocked(tv, time.Time{})
+	ss.views[tv] = struct{}{}
+	if ss.synced {
+		ss.publishLocked(tv, time.Time{})
 	}
-	if sw.failing != nil {
-		pub.Fail(sw.failing)
+	if ss.failing != nil {
+		pub.Fail(ss.failing)
 	}
 	return tv
 }
 
-func (sw *serviceWatch) removeView(tv *targetView) {
-	sw.mu.Lock()
-	delete(sw.views, tv)
-	sw.mu.Unlock()
-	sw.src.metrics.forgetTarget(tv.t)
+func (ss *serviceSlices) removeView(tv *targetView) {
+	ss.mu.Lock()
+	delete(ss.views, tv)
+	ss.mu.Unlock()
+	ss.src.metrics.forgetTarget(tv.t)
 }
 
 // publishLocked publishes a view's state: its set, or the reason it has
 // none (ambiguous port, missing Service). trigger, if set, is when the
 // change that caused this began (for the latency histogram).
-func (sw *serviceWatch) publishLocked(tv *targetView, trigger time.Time) {
+func (ss *serviceSlices) publishLocked(tv *targetView, trigger time.Time) {
 	if err := tv.v.ambiguity(); err != nil && tv.v.set.Len() == 0 {
 		tv.pub.Fail(err)
 		return
 	}
-	if len(sw.slices) == 0 && sw.src.opts.serviceLookup {
-		if sw.missing != nil {
-			tv.pub.Fail(sw.missing)
+	if len(ss.slices) == 0 && ss.src.opts.serviceLookup {
+		if ss.missing != nil {
+			tv.pub.Fail(ss.missing)
 			return
 		}
-		if !sw.checked {
+		if !ss.checked {
 			return // the checker publishes once it knows whether the Service exists
 		}
 	}
 	tv.pub.Publish(tv.v.set)
-	sw.src.metrics.published(tv.t, tv.v.set, trigger)
+	ss.src.metrics.published(tv.t, tv.v.set, trigger)
 }
 
 // change applies a slice change to every view and publishes those that
 // changed (all of them when refresh is set, e.g. after a relist).
-func (sw *serviceWatch) change(name string, d *sliceData, refresh bool) {
+func (ss *serviceSlices) change(name string, d *sliceData, refresh bool) {
 	trigger := time.Time{}
 	if d != nil {
 		trigger = d.trigger
 	}
-	old := sw.slices[name]
+	old := ss.slices[name]
 	if d == nil {
-		delete(sw.slices, name)
+		delete(ss.slices, name)
 	} else {
-		sw.slices[name] = d
+		ss.slices[name] = d
 	}
-	if len(sw.slices) == 0 {
-		sw.wakeLookupLocked()
+	if len(ss.slices) == 0 {
+		ss.wakeLookupLocked()
 	} else {
-		sw.missing = nil
+		ss.missing = nil
 	}
-	for tv := range sw.views {
-		changed, err := tv.v.apply(sw.slices, name, old, d)
+	for tv := range ss.views {
+		changed, err := tv.v.apply(ss.slices, name, old, d)
 		if err != nil {
-			sw.log.Error("kubernetes: bad slice", zap.Error(err))
+			ss.log.Error("kubernetes: bad slice", zap.Error(err))
 			tv.pub.Fail(err)
 			continue
 		}
-		if sw.synced && (changed || refresh) {
-			sw.publishLocked(tv, trigger)
+		if ss.synced && (changed || refresh) {
+			ss.publishLocked(tv, trigger)
 		}
 	}
 }
 
 // wakeLookupLocked asks the checker whether the Service of an empty service
 // exists; until it answers, views of it publish nothing.
-func (sw *serviceWatch) wakeLookupLocked() {
-	sw.checked = false
+func (ss *serviceSlices) wakeLookupLocked() {
+	ss.checked = false
 	select {
-	case sw.lookup <- struct{}{}:
+	case ss.lookup <- struct{}{}:
 	default:
 	}
 }
 
 // Add implements cache.ReflectorStore.
-func (sw *serviceWatch) Add(obj any) error { return sw.Update(obj) }
+func (ss *serviceSlices) Add(obj any) error { return ss.Update(obj) }
 
 // Update implements cache.ReflectorStore.
-func (sw *serviceWatch) Update(obj any) error {
+func (ss *serviceSlices) Update(obj any) error {
 	s, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
 		return fmt.Errorf("kubernetes: unexpected object %T", obj)
 	}
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	sw.src.metrics.event(sw.key, "update")
-	sw.change(s.Name, compact(s, sw.in), false)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.src.metrics.event(ss.key, "update")
+	ss.change(s.Name, compact(s, ss.in), false)
 	return nil
 }
 
 // Delete implements cache.ReflectorStore.
-func (sw *serviceWatch) Delete(obj any) error {
+func (ss *serviceSlices) Delete(obj any) error {
 	var name string
 	switch o := obj.(type) {
 	case *discoveryv1.EndpointSlice:
@@ -425,11 +406,11 @@ func (sw *serviceWatch) Delete(obj any) error {
 	default:
 		return fmt.Errorf("kubernetes: unexpected object %T", obj)
 	}
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	sw.src.metrics.event(sw.key, "delete")
-	if _, ok := sw.slices[name]; ok {
-		sw.change(name, nil, false)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.src.metrics.event(ss.key, "delete")
+	if _, ok := ss.slices[name]; ok {
+		ss.change(name, nil, false)
 	}
 	return nil
 }
@@ -438,7 +419,7 @@ func (sw *serviceWatch) Delete(obj any) error {
 // relist after a broken watch or 410 Gone). The state is reconciled to
 // exactly the list: slices not in it are removed, so no ghost survives, and
 // the target is fresh again.
-func (sw *serviceWatch) Replace(list []any, _ string) error {
+func (ss *serviceSlices) Replace(list []any, _ string) error {
 	next := make(map[string]*discoveryv1.EndpointSlice, len(list))
 	for _, obj := range list {
 		s, ok := obj.(*discoveryv1.EndpointSlice)
@@ -447,46 +428,46 @@ func (sw *serviceWatch) Replace(list []any, _ string) error {
 		}
 		next[s.Name] = s
 	}
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	sw.src.metrics.event(sw.key, "list")
-	wasSynced, wasFailing := sw.synced, sw.failing
-	sw.synced = false // publish once, below, with everything applied
-	for name := range sw.slices {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.src.metrics.event(ss.key, "list")
+	wasSynced, wasFailing := ss.synced, ss.failing
+	ss.synced = false // publish once, below, with everything applied
+	for name := range ss.slices {
 		if next[name] == nil {
-			sw.change(name, nil, false)
+			ss.change(name, nil, false)
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(next)) {
-		sw.change(name, compact(next[name], sw.in), false)
+		ss.change(name, compact(next[name], ss.in), false)
 	}
-	if len(sw.slices) == 0 {
-		sw.wakeLookupLocked()
+	if len(ss.slices) == 0 {
+		ss.wakeLookupLocked()
 	}
-	sw.synced, sw.failing = true, nil
+	ss.synced, ss.failing = true, nil
 	if !wasSynced {
-		sw.log.Info("kubernetes: synced", zap.Int("slices", len(sw.slices)))
+		ss.log.Info("kubernetes: synced", zap.Int("slices", len(ss.slices)))
 	} else if wasFailing != nil {
-		sw.log.Info("kubernetes: watch recovered; state reconciled", zap.Int("slices", len(sw.slices)))
+		ss.log.Info("kubernetes: watch recovered; state reconciled", zap.Int("slices", len(ss.slices)))
 	}
-	for tv := range sw.views {
-		sw.publishLocked(tv, time.Time{})
+	for tv := range ss.views {
+		ss.publishLocked(tv, time.Time{})
 	}
 	return nil
 }
 
 // Resync implements cache.ReflectorStore (no periodic resync is configured).
-func (sw *serviceWatch) Resync() error { return nil }
+func (ss *serviceSlices) Resync() error { return nil }
 
-func (sw *serviceWatch) isFailing() bool {
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	return sw.failing != nil
+func (ss *serviceSlices) isFailing() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.failing != nil
 }
 
 // fail classifies a list or watch error and marks every target of the
 // service stale (the last good state stays).
-func (sw *serviceWatch) fail(verb string, err error) {
+func (ss *serviceSlices) fail(verb string, err error) {
 	if errors.Is(err, context.Canceled) {
 		return
 	}
@@ -495,21 +476,21 @@ func (sw *serviceWatch) fail(verb string, err error) {
 	switch {
 	case apierrors.IsForbidden(err):
 		e = fmt.Errorf("kubernetes: forbidden to %s %s in namespace %s: grant verbs list and watch on endpointslices (apiGroup discovery.k8s.io) to this client's ServiceAccount with a Role (see README, RBAC): %v: %w",
-			verb, res, sw.key.namespace, err, core.ErrForbidden)
+			verb, res, ss.key.namespace, err, core.ErrForbidden)
 	case apierrors.IsUnauthorized(err):
 		e = fmt.Errorf("kubernetes: %s %s in namespace %s: credentials rejected (expired or wrong token?): %v: %w",
-			verb, res, sw.key.namespace, err, core.ErrForbidden)
+			verb, res, ss.key.namespace, err, core.ErrForbidden)
 	default:
-		e = fmt.Errorf("kubernetes: %s %s in namespace %s: %v: %w", verb, res, sw.key.namespace, err, core.ErrUnavailable)
+		e = fmt.Errorf("kubernetes: %s %s in namespace %s: %v: %w", verb, res, ss.key.namespace, err, core.ErrUnavailable)
 	}
-	sw.mu.Lock()
-	defer sw.mu.Unlock()
-	if sw.failing == nil || sw.failing.Error() != e.Error() {
-		sw.log.Warn("kubernetes: endpointslice watch failing; keeping the last good state", zap.Error(e))
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.failing == nil || ss.failing.Error() != e.Error() {
+		ss.log.Warn("kubernetes: endpointslice watch failing; keeping the last good state", zap.Error(e))
 	}
-	sw.failing = e
-	sw.src.metrics.failure(sw.key, core.KindOf(e))
-	for tv := range sw.views {
+	ss.failing = e
+	ss.src.metrics.failure(ss.key, core.KindOf(e))
+	for tv := range ss.views {
 		tv.pub.Fail(e)
 	}
 }
@@ -517,46 +498,46 @@ func (sw *serviceWatch) fail(verb string, err error) {
 // checkService looks the Service up whenever the service has no slice, so a
 // missing Service is an error rather than an empty set, and looks again
 // every recheck interval while it is missing.
-func (sw *serviceWatch) checkService(ctx context.Context) {
-	tick := time.NewTicker(sw.src.opts.recheck)
+func (ss *serviceSlices) checkService(ctx context.Context) {
+	tick := time.NewTicker(ss.src.opts.recheck)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-sw.lookup:
+		case <-ss.lookup:
 		case <-tick.C:
-			sw.mu.Lock()
-			again := len(sw.slices) == 0 && sw.missing != nil
-			sw.mu.Unlock()
+			ss.mu.Lock()
+			again := len(ss.slices) == 0 && ss.missing != nil
+			ss.mu.Unlock()
 			if !again {
 				continue
 			}
 		}
-		_, err := sw.src.client.CoreV1().Services(sw.key.namespace).Get(ctx, sw.key.name, metav1.GetOptions{})
+		_, err := ss.src.client.CoreV1().Services(ss.key.namespace).Get(ctx, ss.key.name, metav1.GetOptions{})
 		if ctx.Err() != nil {
 			return
 		}
-		sw.mu.Lock()
-		if len(sw.slices) > 0 {
-			sw.mu.Unlock()
+		ss.mu.Lock()
+		if len(ss.slices) > 0 {
+			ss.mu.Unlock()
 			continue
 		}
 		switch {
 		case apierrors.IsNotFound(err):
-			sw.missing = fmt.Errorf("kubernetes: service %s/%s not found: %w", sw.key.namespace, sw.key.name, core.ErrNotFound)
+			ss.missing = fmt.Errorf("kubernetes: service %s/%s not found: %w", ss.key.namespace, ss.key.name, core.ErrNotFound)
 		case err != nil && apierrors.IsForbidden(err):
-			sw.missing = nil
-			sw.log.Info("kubernetes: may not get services; a service without endpointslices counts as empty", zap.Error(err))
+			ss.missing = nil
+			ss.log.Info("kubernetes: may not get services; a service without endpointslices counts as empty", zap.Error(err))
 		default:
-			sw.missing = nil
+			ss.missing = nil
 		}
-		sw.checked = true
-		if sw.synced {
-			for tv := range sw.views {
-				sw.publishLocked(tv, time.Time{})
+		ss.checked = true
+		if ss.synced {
+			for tv := range ss.views {
+				ss.publishLocked(tv, time.Time{})
 			}
 		}
-		sw.mu.Unlock()
+		ss.mu.Unlock()
 	}
 }

@@ -237,7 +237,7 @@ func TestSourceAgainstRealAPIServer(t *testing.T) {
 		defer hub.Close()
 		var subs []*core.Subscription
 		for _, port := range []string{"grpc", "50051"} {
-			sub, err := hub.Subscribe(core.Target{Namespace: "shared-watch", Name: "greeter", Port: port}, port, core.SinkFunc(func(context.Context, core.Update) error { return nil }))
+			sub, err := hub.Subscribe(port, core.SinkFunc(func(context.Context, core.Update) error { return nil }), core.Target{Namespace: "shared-watch", Name: "greeter", Port: port})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -18,69 +18,14 @@ import (
 //	greeter                          greeter.demo:grpc
 //	greeter:50051                    greeter.demo.svc.cluster.local:grpc
 //	kubernetes:///greeter.demo:grpc  kubernetes://demo/greeter:8080
-//	kubernetes://greeter.demo:grpc/  (authority form)
+//	kubernetes://greeter.demo:grpc/  demo/greeter:grpc
 //
-// Any scheme is accepted (the resolver decides which it serves). Errors wrap
+// It is core.ParseTarget with core.ServiceSyntax, so the gRPC resolver,
+// plugins and config files read targets the same way. Any scheme is
+// accepted (the resolver decides which it serves). Errors wrap
 // core.ErrInvalid and name what is wrong.
 func ParseTarget(s string) (core.Target, error) {
-	bad := func(format string, args ...any) (core.Target, error) {
-		return core.Target{}, fmt.Errorf("kubernetes: target %q: %s: %w", s, fmt.Sprintf(format, args...), core.ErrInvalid)
-	}
-	hostport, authorityNS := s, ""
-	if scheme, rest, ok := strings.Cut(s, "://"); ok {
-		if scheme == "" {
-			return bad("empty scheme")
-		}
-		authority, path, _ := strings.Cut(rest, "/")
-		path = strings.TrimSuffix(path, "/")
-		switch {
-		case path != "" && authority != "":
-			authorityNS, hostport = authority, path // kubernetes://ns/svc:port
-		case path != "":
-			hostport = path // kubernetes:///svc.ns:port
-		default:
-			hostport = authority // kubernetes://svc.ns:port/
-		}
-		if strings.Contains(hostport, "/") {
-			return bad("too many path segments")
-		}
-	}
-	if hostport == "" {
-		return bad("no service name")
-	}
-	host, port, hasPort := strings.Cut(hostport, ":")
-	if hasPort && port == "" {
-		return bad("empty port after ':'")
-	}
-	if strings.Contains(port, ":") {
-		return bad("more than one ':'")
-	}
-	labels := strings.Split(host, ".")
-	t := core.Target{Name: labels[0], Port: port}
-	if len(labels) >= 2 {
-		t.Namespace = labels[1]
-	}
-	if len(labels) > 2 {
-		// svc.ns.svc[.cluster-domain]
-		if labels[2] != "svc" {
-			return bad("%q is not a service name: expected name, name.namespace or name.namespace.svc.<cluster domain>", host)
-		}
-		for _, l := range labels[3:] {
-			if l == "" {
-				return bad("empty label in cluster domain of %q", host)
-			}
-		}
-	}
-	if authorityNS != "" {
-		if t.Namespace != "" && t.Namespace != authorityNS {
-			return bad("namespace %q in the authority contradicts %q in the name", authorityNS, t.Namespace)
-		}
-		t.Namespace = authorityNS
-	}
-	if err := validateTarget(t); err != nil {
-		return bad("%v", err)
-	}
-	return t, nil
+	return core.ParseTarget(s, core.ServiceSyntax)
 }
 
 // validateTarget checks names the way the API server does.
