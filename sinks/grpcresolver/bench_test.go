@@ -25,7 +25,7 @@ func BenchmarkPropagationToPicker(b *testing.B) {
 	waitServingTB(b, ctx, client, names...)
 	var mu sync.Mutex
 	seen := map[string]time.Time{}
-	probe, err := builder.Hub().Subscribe(core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}, "probe",
+	probe, err := builder.Hub().Subscribe("probe",
 		core.SinkFunc(func(_ context.Context, u core.Update) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -35,7 +35,7 @@ func BenchmarkPropagationToPicker(b *testing.B) {
 				}
 			}
 			return nil
-		}))
+		}), core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
@@ -145,7 +146,9 @@ func (c *cluster) dialAs(cfg *rest.Config, target string, opts ...grpcresolver.O
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	b := grpcresolver.NewKubernetes(src, opts...)
+	hub := core.NewHub(src)
+	c.t.Cleanup(func() { hub.Close() })
+	b := grpcresolver.NewKubernetes(hub, opts...)
 	c.t.Cleanup(func() { b.Close() })
 	return testgrpc.NewTestServiceClient(dial(c.t, target, append([]grpc.DialOption{grpc.WithResolvers(b)}, c.dialOpts...)...)), b
 }

@@ -24,7 +24,9 @@ func ExampleNewKubernetes() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	b := grpcresolver.NewKubernetes(src)
+	hub := core.NewHub(src) // one per source, shared by every client and pool
+	defer hub.Close()
+	b := grpcresolver.NewKubernetes(hub)
 	defer b.Close()
 	cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc",
 		grpc.WithResolvers(b), // or grpcresolver.Register(b) once at start-up
@@ -45,12 +47,14 @@ func ExampleRegisterZoneAware() {
 	// Output: {"loadBalancingConfig":[{"disco_zone_aware":{"zone":"zone-a","minReady":1}}]}
 }
 
-// Any core source can serve a scheme: here fixed endpoints.
+// Any core source can serve a scheme: here fixed endpoints, with targets
+// read by core.ParseTarget.
 func ExampleNew() {
 	target := core.Target{Name: "greeter"}
 	set, _ := core.NewSet(&core.Endpoint{Addresses: []string{"10.0.0.1"}, Port: 50051})
-	src := core.NewStatic(map[core.Target]core.Set{target: set})
-	b := grpcresolver.New("static", src, func(text string) (core.Target, error) { return target, nil })
+	hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{target: set}))
+	defer hub.Close()
+	b := grpcresolver.New("static", hub)
 	defer b.Close()
 	cc, err := grpc.NewClient("static:///greeter", grpc.WithResolvers(b), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

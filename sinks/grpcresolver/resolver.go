@@ -25,6 +25,7 @@ package grpcresolver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -41,13 +42,6 @@ import (
 // TargetParser turns a gRPC target into a core target.
 type TargetParser func(target string) (core.Target, error)
 
-// TargetSource is a source that parses its own target syntax, as
-// kubernetes.Source does (Target method).
-type TargetSource interface {
-	core.Source
-	Target(text string) (core.Target, error)
-}
-
 // Option configures a Builder.
 type Option func(*Builder)
 
@@ -59,6 +53,11 @@ func WithLogger(l *zap.Logger) Option {
 		}
 	}
 }
+
+// WithTargetParser sets how targets are parsed. Default: the hub's source's
+// own Target method if it has one (kubernetes.Source, say), else
+// core.ParseTarget with core.ServiceSyntax.
+func WithTargetParser(p TargetParser) Option { return func(b *Builder) { b.parse = p } }
 
 // WithServiceConfig makes every resolver send this service config JSON (for
 // example the zone-aware policy, see ZoneAwareServiceConfig). A bad JSON is
@@ -72,46 +71,52 @@ func WithResolveNowInterval(d time.Duration) Option {
 	return func(b *Builder) { b.resolveNowEvery = d }
 }
 
-// WithHubOptions passes options (metrics, max staleness, backoff) to the
-// Builder's core.Hub.
-func WithHubOptions(opts ...core.Option) Option {
-	return func(b *Builder) { b.hubOpts = append(b.hubOpts, opts...) }
-}
-
-// Builder is a resolver.Builder for one scheme over one source. It is safe
-// for concurrent use by many ClientConns. Close it when done: it stops every
-// watch it still runs.
+// Builder is a resolver.Builder for one scheme over a core.Hub: every
+// ClientConn's Build subscribes to its target on the hub, so ClientConns,
+// pools and other sinks sharing that hub share one watch per target. Safe
+// for concurrent use by many ClientConns. Close it when done: it closes the
+// resolvers it still runs (the hub stays open; its owner closes it).
 type Builder struct {
 	scheme          string
+	hub             *core.Hub
 	parse           TargetParser
 	log             *zap.Logger
 	serviceConfig   string
 	resolveNowEvery time.Duration
-	hubOpts         []core.Option
 
-	once sync.Once
-	hub  *core.Hub
-	src  core.Source
+	mu        sync.Mutex
+	closed    bool
+	resolvers map[*discoResolver]struct{}
 }
 
 var _ resolver.Builder = (*Builder)(nil)
 
-// New returns a builder for scheme whose targets parse returns and src
-// watches. It starts nothing.
-func New(scheme string, src core.Source, parse TargetParser, opts ...Option) *Builder {
-	b := &Builder{scheme: scheme, parse: parse, src: src, log: zap.NewNop(), resolveNowEvery: time.Second}
+// ErrClosed is returned by Build after Close.
+var ErrClosed = errors.New("grpcresolver: builder closed")
+
+// New returns a builder for scheme whose targets hub serves. It starts
+// nothing.
+func New(scheme string, hub *core.Hub, opts ...Option) *Builder {
+	b := &Builder{scheme: scheme, hub: hub, log: zap.NewNop(), resolveNowEvery: time.Second,
+		resolvers: map[*discoResolver]struct{}{}}
+	if ts, ok := hub.Source().(interface {
+		Target(string) (core.Target, error)
+	}); ok {
+		b.parse = ts.Target
+	} else {
+		b.parse = func(text string) (core.Target, error) { return core.ParseTarget(text, core.ServiceSyntax) }
+	}
 	for _, o := range opts {
 		o(b)
 	}
 	return b
 }
 
-// NewKubernetes returns a builder for scheme "kubernetes" over a source that
-// parses its own targets (kubernetes.Source): kubernetes:///svc.ns:port,
-// kubernetes://ns/svc:port and the other forms of kubernetes.ParseTarget.
-func NewKubernetes(src TargetSource, opts ...Option) *Builder {
-	return New("kubernetes", src, src.Target, opts...)
-}
+// NewKubernetes returns a builder for scheme "kubernetes" over a hub of the
+// Kubernetes source, which parses its own targets (kubernetes:///svc.ns:port,
+// kubernetes://ns/svc:port and the other forms of core.ServiceSyntax, with
+// the source's default namespace).
+func NewKubernetes(hub *core.Hub, opts ...Option) *Builder { return New("kubernetes", hub, opts...) }
 
 // Register registers b with grpc-go's global resolver registry, so that
 // grpc.NewClient finds its scheme without grpc.WithResolvers. Call it at
@@ -122,15 +127,24 @@ func Register(b *Builder) { resolver.Register(b) }
 // Scheme implements resolver.Builder.
 func (b *Builder) Scheme() string { return b.scheme }
 
-// Hub returns the builder's hub (created on first use), to wait for a
-// target's first sync or read its state.
-func (b *Builder) Hub() *core.Hub {
-	b.once.Do(func() { b.hub = core.NewHub(b.src, append([]core.Option{core.WithLogger(b.log)}, b.hubOpts...)...) })
-	return b.hub
-}
+// Hub returns the hub the builder subscribes on.
+func (b *Builder) Hub() *core.Hub { return b.hub }
 
-// Close stops every watch and resolver of the builder. Idempotent.
-func (b *Builder) Close() error { return b.Hub().Close() }
+// Close closes every resolver the builder still runs; later Builds fail.
+// Idempotent.
+func (b *Builder) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	rs := make([]*discoResolver, 0, len(b.resolvers))
+	for r := range b.resolvers {
+		rs = append(rs, r)
+	}
+	b.mu.Unlock()
+	for _, r := range rs {
+		r.Close()
+	}
+	return nil
+}
 
 // Build implements resolver.Builder: it parses the target, subscribes to
 // it, and returns at once; the first state follows the first sync. An
@@ -141,36 +155,83 @@ func (b *Builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 	if err != nil {
 		return nil, fmt.Errorf("grpcresolver: %w", err)
 	}
-	r := &discoResolver{b: b, cc: cc, target: t, log: b.log.With(zap.Stringer("target", t))}
+	r := newResolver(b, cc, t)
 	if b.serviceConfig != "" {
 		r.sc = cc.ParseServiceConfig(b.serviceConfig)
 		if r.sc != nil && r.sc.Err != nil {
 			return nil, fmt.Errorf("grpcresolver: service config: %w", r.sc.Err)
 		}
 	}
-	sub, err := b.Hub().Subscribe(t, "grpc:"+t.String(), core.SinkFunc(r.update))
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil, ErrClosed
+	}
+	b.resolvers[r] = struct{}{}
+	b.mu.Unlock()
+	go r.send()
+	sub, err := b.hub.Subscribe("grpc:"+t.String(), core.SinkFunc(r.update), t)
 	if err != nil {
+		r.Close()
 		return nil, fmt.Errorf("grpcresolver: %w", err)
 	}
+	r.mu.Lock()
+	if r.isClosed { // the builder closed meanwhile
+		r.mu.Unlock()
+		sub.Close()
+		return nil, ErrClosed
+	}
 	r.sub = sub
+	r.mu.Unlock()
 	return r, nil
 }
 
+// discoResolver is one ClientConn's resolver. Core's mailbox goroutine
+// calls update (one at a time) with each new state; update decides what
+// grpc-go should get and hands it to the sender goroutine, the only one
+// that calls the ClientConn, so a re-send asked by ResolveNow can never
+// overtake a newer state (grpc-go's own dns resolver is built the same way).
 type discoResolver struct {
 	b      *Builder
 	cc     resolver.ClientConn
 	target core.Target
 	log    *zap.Logger
 	sc     *serviceconfig.ParseResult
-	sub    *core.Subscription
 
-	mu         sync.Mutex
-	sent       []*core.Endpoint // routable endpoints last sent
-	sentAny    bool
-	reported   string // last error reported
-	lastState  *resolver.State
-	rejected   bool      // grpc-go returned an error for lastState
-	lastResend time.Time // rate limit of ResolveNow re-sends
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	wake   chan struct{}
+	closed sync.Once
+
+	mu sync.Mutex
+	// Set by update (core's goroutine).
+	sub       *core.Subscription
+	isClosed  bool
+	pending   *resolver.State // a state to send; nil: none
+	pendErr   error           // an error to report; nil: none
+	routable  []*core.Endpoint
+	decided   bool // routable holds what the last state sent or pending was built from
+	reported  string
+	endpoints map[*core.Endpoint]resolver.Endpoint // built once per endpoint version
+	// Set by the sender.
+	last       *resolver.State
+	rejected   bool // grpc-go returned an error for last
+	resend     bool // ResolveNow asked to re-send last
+	lastResend time.Time
+}
+
+func newResolver(b *Builder, cc resolver.ClientConn, t core.Target) *discoResolver {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &discoResolver{b: b, cc: cc, target: t, log: b.log.With(zap.Stringer("target", t)),
+		ctx: ctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+func (r *discoResolver) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 // update runs on the subscription's goroutine (one at a time).
@@ -188,78 +249,124 @@ func (r *discoResolver) update(_ context.Context, u core.Update) error {
 	}
 	routable := core.Routable(st.Endpoints)
 	r.mu.Lock()
-	same := r.sentAny && slices.EqualFunc(routable, r.sent, func(a, b *core.Endpoint) bool { return a == b || a.Equal(b) })
-	r.mu.Unlock()
-	if same {
+	defer r.mu.Unlock()
+	if r.decided && slices.EqualFunc(routable, r.routable, func(a, b *core.Endpoint) bool { return a == b || a.Equal(b) }) {
 		return nil // grpc-go pays O(endpoints) per UpdateState: never for nothing
 	}
 	rs := &resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(routable))}
+	built := make(map[*core.Endpoint]resolver.Endpoint, len(routable))
 	for _, e := range routable {
-		info := infoOf(e)
-		re := resolver.Endpoint{Attributes: attributes.New(infoKey{}, info)}
-		for _, hp := range e.HostPorts() {
-			a := resolver.Address{Addr: hp, Attributes: attributes.New(infoKey{}, info)}
-			re.Addresses = append(re.Addresses, a)
-			rs.Addresses = append(rs.Addresses, a)
+		re, ok := r.endpoints[e]
+		if !ok {
+			re = endpointOf(e)
 		}
+		built[e] = re
 		rs.Endpoints = append(rs.Endpoints, re)
+		rs.Addresses = append(rs.Addresses, re.Addresses...)
 	}
 	if r.sc != nil {
 		rs.ServiceConfig = r.sc
 	}
-	err := r.cc.UpdateState(*rs)
-	r.mu.Lock()
-	r.sent, r.sentAny, r.lastState, r.rejected, r.reported = routable, true, rs, err != nil, ""
-	r.mu.Unlock()
-	if err != nil {
-		// The balancer refused the state (for example no address at all):
-		// grpc-go will call ResolveNow; nothing to retry from here.
-		r.log.Debug("grpcresolver: state not accepted", zap.Int("endpoints", len(routable)), zap.Error(err))
-	}
+	r.endpoints, r.routable, r.decided = built, routable, true
+	r.pending, r.pendErr, r.reported = rs, nil, ""
+	r.poke()
 	return nil
 }
 
-// report tells grpc-go the target cannot be resolved, once per message.
+// endpointOf builds grpc-go's view of one endpoint: every address, and the
+// endpoint's Info and core.Endpoint as attributes.
+func endpointOf(e *core.Endpoint) resolver.Endpoint {
+	attrs := attributes.New(infoKey{}, infoOf(e)).WithValue(endpointKey{}, e)
+	re := resolver.Endpoint{Attributes: attrs, Addresses: make([]resolver.Address, 0, len(e.Addresses))}
+	for _, hp := range e.HostPorts() {
+		re.Addresses = append(re.Addresses, resolver.Address{Addr: hp, Attributes: attrs})
+	}
+	return re
+}
+
+// report has grpc-go told that the target cannot be resolved, once per
+// message.
 func (r *discoResolver) report(err error) {
 	if err == nil {
 		return
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.reported == err.Error() {
-		r.mu.Unlock()
 		return
 	}
 	r.reported = err.Error()
-	r.sentAny = false
-	r.mu.Unlock()
+	r.decided = false // the next state is sent, even if it equals the last one
+	r.pending, r.pendErr = nil, fmt.Errorf("grpcresolver: %s: %w", r.target, err)
 	r.log.Warn("grpcresolver: cannot resolve target", zap.Error(err))
-	r.cc.ReportError(fmt.Errorf("grpcresolver: %s: %w", r.target, err))
+	r.poke()
+}
+
+// send is the sender goroutine: the only caller of the ClientConn.
+func (r *discoResolver) send() {
+	defer close(r.done)
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-r.wake:
+		}
+		r.mu.Lock()
+		st, err := r.pending, r.pendErr
+		if st == nil && err == nil && r.resend {
+			st = r.last
+		}
+		r.pending, r.pendErr, r.resend = nil, nil, false
+		r.mu.Unlock()
+		switch {
+		case err != nil:
+			r.cc.ReportError(err)
+		case st != nil:
+			uerr := r.cc.UpdateState(*st)
+			r.mu.Lock()
+			r.last, r.rejected = st, uerr != nil
+			r.mu.Unlock()
+			if uerr != nil {
+				// The balancer refused the state (for example no address at
+				// all): grpc-go will call ResolveNow.
+				r.log.Debug("grpcresolver: state not accepted", zap.Int("endpoints", len(st.Endpoints)), zap.Error(uerr))
+			}
+		}
+	}
 }
 
 // ResolveNow implements resolver.Resolver. The watch pushes every change,
-// so this is a hint: it only re-sends the last state if grpc-go rejected it,
-// at most once per interval.
+// so this is a hint: it only has the sender re-send the last state if
+// grpc-go rejected it, at most once per interval, and never blocks.
 func (r *discoResolver) ResolveNow(resolver.ResolveNowOptions) {
 	r.mu.Lock()
-	if !r.rejected || r.lastState == nil || time.Since(r.lastResend) < r.b.resolveNowEvery {
-		r.mu.Unlock()
+	defer r.mu.Unlock()
+	if !r.rejected || r.last == nil || time.Since(r.lastResend) < r.b.resolveNowEvery {
 		return
 	}
 	r.lastResend = time.Now()
-	st := *r.lastState
-	r.mu.Unlock()
-	go func() {
-		if err := r.cc.UpdateState(st); err == nil {
-			r.mu.Lock()
-			r.rejected = false
-			r.mu.Unlock()
-		}
-	}()
+	r.resend = true
+	r.poke()
 }
 
 // Close implements resolver.Resolver: it stops delivery and releases the
-// watch (shared watches go on for other ClientConns).
-func (r *discoResolver) Close() { r.sub.Close() }
+// watch (shared watches go on for other ClientConns). Idempotent.
+func (r *discoResolver) Close() {
+	r.closed.Do(func() {
+		r.mu.Lock()
+		sub := r.sub
+		r.isClosed = true
+		r.mu.Unlock()
+		if sub != nil {
+			sub.Close()
+		}
+		r.cancel()
+		<-r.done
+		r.b.mu.Lock()
+		delete(r.b.resolvers, r)
+		r.b.mu.Unlock()
+	})
+}
 
 // Info is what the resolver attaches to every endpoint and address it sends
 // (read it with InfoOf in a balancer or interceptor).
@@ -281,6 +388,15 @@ func (i Info) Equal(o any) bool {
 }
 
 type infoKey struct{}
+
+type endpointKey struct{}
+
+// EndpointOf returns the core endpoint behind an endpoint or address sent
+// by this resolver (shared and read-only).
+func EndpointOf(a *attributes.Attributes) (*core.Endpoint, bool) {
+	e, ok := a.Value(endpointKey{}).(*core.Endpoint)
+	return e, ok
+}
 
 func infoOf(e *core.Endpoint) Info {
 	return Info{ID: e.ID, Name: e.Name, Zone: e.Zone, Node: e.Node, Hostname: e.Hostname, ZoneHints: e.ZoneHints, Weight: e.Weight}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -24,7 +25,6 @@ import (
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
-	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 )
 
 func TestMain(m *testing.M) {
@@ -95,6 +95,17 @@ func staticParser(text string) (core.Target, error) {
 	return core.Target{Name: name}, nil
 }
 
+// staticBuilder returns a builder for scheme "static" over a hub of src,
+// reading targets with staticParser; both are closed when the test ends.
+func staticBuilder(t testing.TB, src core.Source, opts ...grpcresolver.Option) *grpcresolver.Builder {
+	t.Helper()
+	hub := core.NewHub(src)
+	t.Cleanup(func() { hub.Close() })
+	b := grpcresolver.New("static", hub, append([]grpcresolver.Option{grpcresolver.WithTargetParser(staticParser)}, opts...)...)
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
 func dial(t testing.TB, target string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	cc, err := grpc.NewClient(target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -115,8 +126,7 @@ func TestBalancesAcrossEveryEndpointAndFollowsChanges(t *testing.T) {
 	}
 	target := core.Target{Name: "greeter"}
 	src := core.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, eps[:2]...)})
-	b := grpcresolver.New("static", src, staticParser)
-	defer b.Close()
+	b := staticBuilder(t, src)
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///greeter", grpc.WithResolvers(b)))
 	call := func(n int) map[string]int {
 		seen := map[string]int{}
@@ -152,9 +162,7 @@ func TestBalancesAcrossEveryEndpointAndFollowsChanges(t *testing.T) {
 
 func TestMissingTargetFailsFastWithItsReason(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
-	src := core.NewStatic(nil) // knows no target: ErrNotFound
-	b := grpcresolver.New("static", src, staticParser)
-	defer b.Close()
+	b := staticBuilder(t, core.NewStatic(nil)) // knows no target: ErrNotFound
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///nosuch", grpc.WithResolvers(b)))
 	err := failsFast(t, ctx, client)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "target not found") {
@@ -181,8 +189,7 @@ func failsFast(t *testing.T, ctx context.Context, client testgrpc.TestServiceCli
 
 func TestUnparseableTargetFailsCalls(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
-	b := grpcresolver.New("static", core.NewStatic(nil), staticParser)
-	defer b.Close()
+	b := staticBuilder(t, core.NewStatic(nil))
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///bad%20name", grpc.WithResolvers(b)))
 	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 	if err == nil || !strings.Contains(err.Error(), "bad target") {
@@ -224,21 +231,11 @@ func (c *recordingCC) counts() (int, int) {
 	return len(c.states), len(c.errs)
 }
 
-func (c *recordingCC) wait(t *testing.T, ctx context.Context, states, errs int) {
+// expect fails unless exactly states states and errs errors were sent.
+func (c *recordingCC) expect(t *testing.T, states, errs int) {
 	t.Helper()
-	for {
-		s, e := c.counts()
-		if s >= states && e >= errs {
-			if s > states || e > errs {
-				t.Fatalf("%d states and %d errors, want %d and %d", s, e, states, errs)
-			}
-			return
-		}
-		select {
-		case <-c.changed:
-		case <-ctx.Done():
-			t.Fatalf("%d states and %d errors, want %d and %d", s, e, states, errs)
-		}
+	if s, e := c.counts(); s != states || e != errs {
+		t.Fatalf("%d states and %d errors, want %d and %d", s, e, states, errs)
 	}
 }
 
@@ -254,81 +251,89 @@ func build(t *testing.T, b *grpcresolver.Builder, target string, cc resolver.Cli
 }
 
 // scripted builds a resolver for static:///greeter (core target "greeter")
-// over a scripted source, sending to cc, and waits until its watch runs.
-func scripted(t *testing.T, ctx context.Context, cc resolver.ClientConn, opts ...grpcresolver.Option) (*coretest.Script, resolver.Resolver) {
+// over a scripted source, sending to cc, inside a synctest bubble, and waits
+// until its watch runs.
+func scripted(t *testing.T, cc resolver.ClientConn, opts ...grpcresolver.Option) (*coretest.Script, resolver.Resolver) {
 	t.Helper()
 	src := coretest.NewScript()
-	b := grpcresolver.New("static", src, staticParser, opts...)
-	t.Cleanup(func() { b.Close() })
+	b := staticBuilder(t, src, opts...)
 	r := build(t, b, "static:///greeter", cc)
-	if err := src.WaitRunning(ctx, core.Target{Name: "greeter"}, 1); err != nil {
-		t.Fatal(err)
-	}
+	synctest.Wait()
 	return src, r
 }
 
 func TestWhatTheResolverSends(t *testing.T) {
-	ctx := ctxFor(t, time.Minute)
-	target := core.Target{Name: "greeter"}
-	cc := newRecordingCC()
-	src, _ := scripted(t, ctx, cc)
+	synctest.Test(t, func(t *testing.T) {
+		target := core.Target{Name: "greeter"}
+		cc := newRecordingCC()
+		src, _ := scripted(t, cc)
 
-	// Before the first sync: a transient failure sends nothing at all.
-	src.Fail(target, errors.New("connection refused"))
-	time.Sleep(50 * time.Millisecond)
-	if s, _ := cc.counts(); s != 0 {
-		t.Fatal("a state was sent before the first sync")
-	}
+		// Before the first sync: a failure is reported (calls fail fast
+		// with its reason), and no state is sent.
+		src.Fail(target, errors.New("connection refused"))
+		synctest.Wait()
+		cc.expect(t, 0, 1)
 
-	// Dual stack: one endpoint with both addresses; attributes carried.
-	dual := &core.Endpoint{ID: "a", Name: "greeter-a", Addresses: []string{"10.244.0.2", "fd00::2"}, Port: 50051,
-		Zone: "zone-a", Node: "node-1", ZoneHints: []string{"zone-a"}, Weight: 3}
-	notReady := &core.Endpoint{ID: "b", Addresses: []string{"10.244.0.3"}, Port: 50051, Conditions: core.Conditions{Ready: core.Bool(false)}}
-	src.Publish(target, coretest.Set(t, dual, notReady))
-	cc.wait(t, ctx, 1, 1)
-	st := cc.states[0]
-	if len(st.Endpoints) != 1 || len(st.Endpoints[0].Addresses) != 2 || st.Endpoints[0].Addresses[1].Addr != "[fd00::2]:50051" || len(st.Addresses) != 2 {
-		t.Fatalf("state = %+v; want the ready dual-stack endpoint only, with both addresses", st)
-	}
-	info, ok := grpcresolver.InfoOf(st.Endpoints[0].Attributes)
-	if !ok || info.Name != "greeter-a" || info.Zone != "zone-a" || info.Node != "node-1" || info.Weight != 3 || info.ZoneHints[0] != "zone-a" {
-		t.Fatalf("info = %+v", info)
-	}
-	if a, ok := grpcresolver.InfoOf(st.Addresses[1].Attributes); !ok || a.ID != "a" {
-		t.Fatalf("address info = %+v", a)
-	}
+		// Dual stack: one endpoint with both addresses; attributes carried.
+		dual := &core.Endpoint{ID: "a", Name: "greeter-a", Addresses: []string{"10.244.0.2", "fd00::2"}, Port: 50051,
+			Zone: "zone-a", Node: "node-1", ZoneHints: []string{"zone-a"}, Weight: 3}
+		notReady := &core.Endpoint{ID: "b", Addresses: []string{"10.244.0.3"}, Port: 50051, Conditions: core.Conditions{Ready: core.Bool(false)}}
+		src.Publish(target, coretest.Set(t, dual, notReady))
+		synctest.Wait()
+		cc.expect(t, 1, 1)
+		st := cc.states[0]
+		if len(st.Endpoints) != 1 || len(st.Endpoints[0].Addresses) != 2 || st.Endpoints[0].Addresses[1].Addr != "[fd00::2]:50051" || len(st.Addresses) != 2 {
+			t.Fatalf("state = %+v; want the ready dual-stack endpoint only, with both addresses", st)
+		}
+		info, ok := grpcresolver.InfoOf(st.Endpoints[0].Attributes)
+		if !ok || info.Name != "greeter-a" || info.Zone != "zone-a" || info.Node != "node-1" || info.Weight != 3 || info.ZoneHints[0] != "zone-a" {
+			t.Fatalf("info = %+v", info)
+		}
+		if a, ok := grpcresolver.InfoOf(st.Addresses[1].Attributes); !ok || a.ID != "a" {
+			t.Fatalf("address info = %+v", a)
+		}
+		if e, ok := grpcresolver.EndpointOf(st.Endpoints[0].Attributes); !ok || e != dual {
+			t.Fatalf("EndpointOf = %v, %v", e, ok)
+		}
 
-	// A change to a non-routable endpoint, or staleness, changes nothing sent.
-	notReady2 := *notReady
-	notReady2.Zone = "zone-b"
-	src.Publish(target, coretest.Set(t, dual, &notReady2))
-	src.Fail(target, errors.New("watch broken"))
-	time.Sleep(100 * time.Millisecond)
-	if s, _ := cc.counts(); s != 1 {
-		t.Fatalf("%d states: an unchanged routable set was sent again", s)
-	}
+		// A change to a non-routable endpoint, or staleness, changes nothing sent.
+		notReady2 := *notReady
+		notReady2.Zone = "zone-b"
+		src.Publish(target, coretest.Set(t, dual, &notReady2))
+		src.Fail(target, errors.New("watch broken"))
+		synctest.Wait()
+		cc.expect(t, 1, 1)
 
-	// Scale to zero is a real, empty state.
-	src.Publish(target, core.Set{})
-	cc.wait(t, ctx, 2, 1)
-	if n := len(cc.states[1].Endpoints); n != 0 {
-		t.Fatalf("scale to zero sent %d endpoints", n)
-	}
+		// Scale to zero is a real, empty state.
+		src.Publish(target, core.Set{})
+		synctest.Wait()
+		cc.expect(t, 2, 1)
+		if n := len(cc.states[1].Endpoints); n != 0 {
+			t.Fatalf("scale to zero sent %d endpoints", n)
+		}
 
-	// A synced target whose Service disappears: the error is reported.
-	src.Fail(target, fmt.Errorf("service demo/greeter not found: %w", core.ErrNotFound))
-	cc.wait(t, ctx, 2, 2)
-	if err := cc.errs[1]; !errors.Is(err, core.ErrNotFound) || !strings.Contains(err.Error(), "service demo/greeter not found") {
-		t.Fatalf("reported %v", err)
-	}
+		// A synced target whose Service disappears: the error is reported,
+		// once.
+		src.Fail(target, fmt.Errorf("service demo/greeter not found: %w", core.ErrNotFound))
+		synctest.Wait()
+		src.Fail(target, fmt.Errorf("service demo/greeter not found: %w", core.ErrNotFound))
+		synctest.Wait()
+		cc.expect(t, 2, 2)
+		if err := cc.errs[1]; !errors.Is(err, core.ErrNotFound) || !strings.Contains(err.Error(), "service demo/greeter not found") {
+			t.Fatalf("reported %v", err)
+		}
+		// Back: the same (empty) state is sent again after an error.
+		src.Publish(target, core.Set{})
+		synctest.Wait()
+		cc.expect(t, 3, 2)
+	})
 }
 
 func TestResolversShareAWatchAndCloseReleasesIt(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	target := core.Target{Name: "greeter"}
 	src := coretest.NewScript()
-	b := grpcresolver.New("static", src, staticParser)
-	defer b.Close()
+	b := staticBuilder(t, src)
 	u, _ := url.Parse("static:///greeter")
 	var rs []resolver.Resolver
 	for range 3 {
@@ -355,8 +360,9 @@ func TestResolversShareAWatchAndCloseReleasesIt(t *testing.T) {
 	}
 }
 
-// Every target form of kubernetes.ParseTarget, written as users write it in
-// grpc.NewClient, reaches the service it names.
+// Every target form of core.ServiceSyntax (kubernetes.ParseTarget's),
+// written as users write it in grpc.NewClient, reaches the service it
+// names.
 func TestKubernetesTargetFormsThroughNewClient(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	s, addr := loopbackServer(t, "greeter-0")
@@ -366,7 +372,9 @@ func TestKubernetesTargetFormsThroughNewClient(t *testing.T) {
 		{Namespace: "demo", Name: "greeter", Port: "50051"}: set,
 		{Name: "greeter", Port: "grpc"}:                     set, // no namespace: the source's default
 	})
-	b := grpcresolver.New("kubernetes", src, kubernetes.ParseTarget)
+	hub := core.NewHub(src)
+	defer hub.Close()
+	b := grpcresolver.New("kubernetes", hub) // core.ParseTarget by default
 	defer b.Close()
 	for _, target := range []string{
 		"kubernetes:///greeter.demo:grpc",
@@ -407,54 +415,56 @@ func (c *slowCC) UpdateState(s resolver.State) error {
 // next UpdateState carries the newest set, and the ones between are never
 // sent.
 func TestBurstsCoalesceWhileUpdateStateIsBusy(t *testing.T) {
-	ctx := ctxFor(t, time.Minute)
-	target := core.Target{Name: "greeter"}
-	cc := &slowCC{recordingCC: newRecordingCC(), entered: make(chan struct{}, 100), release: make(chan struct{})}
-	src, _ := scripted(t, ctx, cc)
-	ep := func(i int) *core.Endpoint {
-		return &core.Endpoint{ID: fmt.Sprint(i), Addresses: []string{fmt.Sprintf("10.244.0.%d", i)}, Port: 50051}
-	}
-	src.Publish(target, coretest.Set(t, ep(1)))
-	select {
-	case <-cc.entered: // the first UpdateState is in grpc-go, busy
-	case <-ctx.Done():
-		t.Fatal("no UpdateState")
-	}
-	var eps []*core.Endpoint
-	for i := 2; i <= 101; i++ {
-		eps = append(eps, ep(i))
-		src.Publish(target, coretest.Set(t, eps...))
-	}
-	close(cc.release)
-	cc.wait(t, ctx, 2, 0)
-	time.Sleep(100 * time.Millisecond) // nothing more may follow
-	if s, _ := cc.counts(); s != 2 {
-		t.Fatalf("%d UpdateState calls for 1 + a burst of 100 changes, want 2", s)
-	}
-	got := map[string]bool{}
-	for _, e := range cc.states[1].Endpoints {
-		got[e.Addresses[0].Addr] = true
-	}
-	if len(got) != 100 || got["10.244.0.1:50051"] || !got["10.244.0.101:50051"] {
-		t.Fatalf("second state has %d endpoints, want the newest set: .2 to .101", len(got))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		target := core.Target{Name: "greeter"}
+		cc := &slowCC{recordingCC: newRecordingCC(), entered: make(chan struct{}, 100), release: make(chan struct{})}
+		src, _ := scripted(t, cc)
+		ep := func(i int) *core.Endpoint {
+			return &core.Endpoint{ID: fmt.Sprint(i), Addresses: []string{fmt.Sprintf("10.244.0.%d", i)}, Port: 50051}
+		}
+		src.Publish(target, coretest.Set(t, ep(1)))
+		synctest.Wait()
+		<-cc.entered // the first UpdateState is in grpc-go, busy
+		var eps []*core.Endpoint
+		for i := 2; i <= 101; i++ {
+			eps = append(eps, ep(i))
+			src.Publish(target, coretest.Set(t, eps...))
+		}
+		synctest.Wait() // every state reached the resolver while grpc-go was busy
+		close(cc.release)
+		synctest.Wait()
+		cc.expect(t, 2, 0)
+		got := map[string]bool{}
+		for _, e := range cc.states[1].Endpoints {
+			got[e.Addresses[0].Addr] = true
+		}
+		if len(got) != 100 || got["10.244.0.1:50051"] || !got["10.244.0.101:50051"] {
+			t.Fatalf("second state has %d endpoints, want the newest set: .2 to .101", len(got))
+		}
+	})
 }
 
-// rejectingCC refuses states while reject is set, as grpc-go's balancer does
-// for a state it cannot use.
+// rejectingCC refuses empty states, as grpc-go's round_robin does (no
+// address: ErrBadResolverState), and can hold one UpdateState in a gate.
 type rejectingCC struct {
 	*recordingCC
-	reject atomic.Bool
-	gate   chan struct{} // when set, UpdateState waits for it to close
+	mu     sync.Mutex
+	gateAt int           // UpdateState number (1-based) to hold; 0: none
+	gate   chan struct{} // closed to let it through
+	calls  int
 }
 
 func (c *rejectingCC) UpdateState(s resolver.State) error {
-	if c.gate != nil {
+	c.mu.Lock()
+	c.calls++
+	hold := c.calls == c.gateAt
+	c.mu.Unlock()
+	if hold {
 		<-c.gate
 	}
 	c.recordingCC.UpdateState(s)
-	if c.reject.Load() {
-		return errors.New("bad resolver state")
+	if len(s.Endpoints) == 0 {
+		return errors.New("bad resolver state: no address")
 	}
 	return nil
 }
@@ -463,74 +473,83 @@ func (c *rejectingCC) UpdateState(s resolver.State) error {
 // state (the watch pushes changes), and re-sends a rejected state at most
 // once per interval, without blocking the caller.
 func TestResolveNowResendsOnlyARejectedStateRateLimited(t *testing.T) {
-	ctx := ctxFor(t, time.Minute)
-	target := core.Target{Name: "greeter"}
-	cc := &rejectingCC{recordingCC: newRecordingCC()}
-	src, r := scripted(t, ctx, cc, grpcresolver.WithResolveNowInterval(200*time.Millisecond))
-	src.Publish(target, coretest.Set(t, endpointAt("a", "10.244.0.2:50051")))
-	cc.wait(t, ctx, 1, 0)
-	for range 100 {
-		r.ResolveNow(resolver.ResolveNowOptions{})
-	}
-	time.Sleep(100 * time.Millisecond)
-	if s, _ := cc.counts(); s != 1 {
-		t.Fatalf("%d states after ResolveNow on an accepted state, want 1", s)
-	}
-
-	cc.reject.Store(true)
-	src.Publish(target, coretest.Set(t, endpointAt("b", "10.244.0.3:50051")))
-	cc.wait(t, ctx, 2, 0) // rejected
-	// grpc-go calls ResolveNow with its own locks held: it returns while the
-	// re-send it started is still inside UpdateState.
-	cc.gate = make(chan struct{})
-	returned := make(chan struct{})
-	go func() { r.ResolveNow(resolver.ResolveNowOptions{}); close(returned) }()
-	select {
-	case <-returned:
-	case <-time.After(5 * time.Second):
-		t.Fatal("ResolveNow blocked while UpdateState was busy")
-	}
-	close(cc.gate)
-	cc.wait(t, ctx, 3, 0)
-	time.Sleep(200 * time.Millisecond)
-	begin := time.Now()
-	for time.Since(begin) < 500*time.Millisecond {
-		r.ResolveNow(resolver.ResolveNowOptions{}) // grpc-go calls it on every failed connection
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
-	s, _ := cc.counts()
-	// 500 ms of calls, one re-send per 200 ms: 2 or 3 (the first at once).
-	if resent := s - 3; resent < 2 || resent > 3 {
-		t.Fatalf("rejected state re-sent %d times in 500 ms at most once per 200 ms, want 2-3", resent)
-	}
-	cc.mu.Lock()
-	last := cc.states[len(cc.states)-1]
-	cc.mu.Unlock()
-	if len(last.Endpoints) != 1 || last.Endpoints[0].Addresses[0].Addr != "10.244.0.3:50051" {
-		t.Fatalf("re-sent %+v, want the rejected state", last)
-	}
-
-	// Accepted again: ResolveNow stops re-sending.
-	cc.reject.Store(false)
-	s0, _ := cc.counts()
-	time.Sleep(250 * time.Millisecond)
-	r.ResolveNow(resolver.ResolveNowOptions{}) // re-sent and accepted
-	for s, _ = cc.counts(); s <= s0; s, _ = cc.counts() {
-		select {
-		case <-cc.changed:
-		case <-ctx.Done():
-			t.Fatal("the rejected state was not re-sent")
+	synctest.Test(t, func(t *testing.T) {
+		target := core.Target{Name: "greeter"}
+		cc := &rejectingCC{recordingCC: newRecordingCC()}
+		src, r := scripted(t, cc, grpcresolver.WithResolveNowInterval(200*time.Millisecond))
+		src.Publish(target, coretest.Set(t, endpointAt("a", "10.244.0.2:50051")))
+		synctest.Wait()
+		for range 100 {
+			r.ResolveNow(resolver.ResolveNowOptions{})
 		}
-	}
-	time.Sleep(250 * time.Millisecond) // re-sends in flight land
-	s, _ = cc.counts()
-	for range 3 {
-		time.Sleep(250 * time.Millisecond)
-		r.ResolveNow(resolver.ResolveNowOptions{})
-	}
-	time.Sleep(50 * time.Millisecond)
-	if s2, _ := cc.counts(); s2 != s {
-		t.Fatalf("%d more states after the state was accepted, want 0", s2-s)
-	}
+		synctest.Wait()
+		cc.expect(t, 1, 0) // accepted: nothing re-sent
+
+		src.Publish(target, core.Set{}) // rejected by grpc-go
+		synctest.Wait()
+		cc.expect(t, 2, 0)
+		// grpc-go calls ResolveNow with its own locks held: it returns while
+		// the re-send is still inside UpdateState.
+		cc.mu.Lock()
+		cc.gateAt, cc.gate = 3, make(chan struct{})
+		cc.mu.Unlock()
+		time.Sleep(time.Second)
+		r.ResolveNow(resolver.ResolveNowOptions{}) // returns: we are here
+		synctest.Wait()
+		close(cc.gate)
+		synctest.Wait()
+		cc.expect(t, 3, 0)
+		// grpc-go calls it on every failed connection: 1 s of calls, one
+		// re-send per 200 ms.
+		time.Sleep(time.Second)
+		for range 1000 {
+			r.ResolveNow(resolver.ResolveNowOptions{})
+			time.Sleep(time.Millisecond)
+		}
+		synctest.Wait()
+		cc.expect(t, 3+5, 0)
+		if last := cc.states[len(cc.states)-1]; len(last.Endpoints) != 0 {
+			t.Fatalf("re-sent %+v, want the rejected state", last)
+		}
+		// Accepted again: ResolveNow stops re-sending.
+		src.Publish(target, coretest.Set(t, endpointAt("b", "10.244.0.3:50051")))
+		synctest.Wait()
+		for range 5 {
+			time.Sleep(time.Second)
+			r.ResolveNow(resolver.ResolveNowOptions{})
+		}
+		synctest.Wait()
+		cc.expect(t, 9, 0)
+	})
+}
+
+// A re-send that ResolveNow asked for never overtakes a newer state: after
+// a scale to zero (rejected) and back, grpc-go ends with the endpoints.
+func TestResolveNowNeverOvertakesANewerState(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		target := core.Target{Name: "greeter"}
+		cc := &rejectingCC{recordingCC: newRecordingCC(), gateAt: 3, gate: make(chan struct{})}
+		src, r := scripted(t, cc, grpcresolver.WithResolveNowInterval(time.Millisecond))
+		a := coretest.Set(t, endpointAt("a", "10.244.0.2:50051"))
+		src.Publish(target, a)
+		synctest.Wait()
+		src.Publish(target, core.Set{}) // scale to zero: rejected
+		synctest.Wait()
+		time.Sleep(time.Second)
+		r.ResolveNow(resolver.ResolveNowOptions{}) // the re-send of the empty state is held in the gate
+		synctest.Wait()
+		src.Publish(target, a) // back: the newer state
+		synctest.Wait()
+		close(cc.gate)
+		synctest.Wait()
+		last := cc.states[len(cc.states)-1]
+		if len(last.Endpoints) != 1 {
+			t.Fatalf("grpc-go was left with %d endpoints after scale to zero and back (states: %d)", len(last.Endpoints), len(cc.states))
+		}
+		src.Publish(target, a)
+		synctest.Wait()
+		if l := cc.states[len(cc.states)-1]; len(l.Endpoints) != 1 {
+			t.Fatal("a later identical state was sent wrong")
+		}
+	})
 }

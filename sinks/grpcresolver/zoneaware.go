@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -14,6 +13,8 @@ import (
 	"google.golang.org/grpc/balancer/pickfirst"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/serviceconfig"
+
+	"github.com/disco-lb/disco/core"
 )
 
 // ZoneAwareName is the name of the zone-aware load-balancing policy.
@@ -51,10 +52,12 @@ var registerOnce sync.Once
 // config names none. Call it once at start-up (later calls do nothing); it
 // is not safe to call concurrently with creating clients (a grpc-go rule).
 //
-// The policy round-robins over the ready endpoints that serve the client's
-// zone: those whose zone hints (hints.forZones) name it, or, when no ready
-// endpoint carries hints, those in the zone. While fewer than MinReady of
-// them are ready, it round-robins over every ready endpoint, in any zone.
+// The policy round-robins over the ready endpoints local to the client's
+// zone by core.Locality, the rule the connection pool applies too: when
+// every ready endpoint carries zone hints (hints.forZones), those hinted
+// for the zone; when none does, those in the zone; when some do and some do
+// not, every endpoint (kube-proxy's rule). While fewer than MinReady are
+// local, it round-robins over every ready endpoint, in any zone.
 // Each endpoint has one connection (a pick_first child per endpoint, as in
 // grpc-go's round_robin).
 func RegisterZoneAware(defaultZone string) {
@@ -117,51 +120,34 @@ type interceptor struct {
 }
 
 func (i *interceptor) UpdateState(s balancer.State) {
-	children := endpointsharding.ChildStatesFromPicker(s.Picker)
-	var local, all []balancer.Picker
 	i.zb.mu.Lock()
-	zone, minReady := i.zb.zone, i.zb.minReady
+	loc := core.Locality{Zone: i.zb.zone, MinLocal: i.zb.minReady}
 	i.zb.mu.Unlock()
-	hinted := false
-	for _, c := range children {
-		if c.State.ConnectivityState != connectivity.Ready {
-			continue
-		}
-		if info, ok := InfoOf(c.Endpoint.Attributes); ok && len(info.ZoneHints) > 0 {
-			hinted = true
+	var ready []endpointsharding.ChildState
+	for _, c := range endpointsharding.ChildStatesFromPicker(s.Picker) {
+		if c.State.ConnectivityState == connectivity.Ready {
+			ready = append(ready, c)
 		}
 	}
-	for _, c := range children {
-		if c.State.ConnectivityState != connectivity.Ready {
-			continue
-		}
-		all = append(all, c.State.Picker)
-		info, _ := InfoOf(c.Endpoint.Attributes)
-		if zone != "" && servesZone(info, zone, hinted) {
-			local = append(local, c.State.Picker)
-		}
-	}
-	if len(all) == 0 {
+	if len(ready) == 0 {
 		i.ClientConn.UpdateState(s) // connecting, idle or failing: endpointsharding's view
 		return
 	}
-	use := all
-	if len(local) >= max(minReady, 1) {
-		use = local
+	// core's one locality rule, as the connection pool applies it.
+	use := core.SelectLocal(loc, ready, func(c endpointsharding.ChildState) *core.Endpoint {
+		if e, ok := EndpointOf(c.Endpoint.Attributes); ok {
+			return e
+		}
+		return &core.Endpoint{} // not from this resolver: no zone, no hints
+	})
+	pickers := make([]balancer.Picker, len(use))
+	for j, c := range use {
+		pickers[j] = c.State.Picker
 	}
 	i.ClientConn.UpdateState(balancer.State{
 		ConnectivityState: connectivity.Ready,
-		Picker:            &zonePicker{pickers: use, next: uint32(rand.IntN(len(use)))},
+		Picker:            &zonePicker{pickers: pickers, next: uint32(rand.IntN(len(pickers)))},
 	})
-}
-
-// servesZone: with hints in play, an endpoint serves the zones its hints
-// name; without, the zone it is in.
-func servesZone(info Info, zone string, hinted bool) bool {
-	if hinted {
-		return slices.Contains(info.ZoneHints, zone)
-	}
-	return info.Zone == zone
 }
 
 type zonePicker struct {

@@ -56,9 +56,7 @@ func TestZoneAwareByZoneWithMinReady(t *testing.T) {
 	b0, b1 := zoneEndpoint(t, "b-0", "zone-b"), zoneEndpoint(t, "b-1", "zone-b")
 	target := core.Target{Name: "greeter"}
 	src := core.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, a0, b0, b1)})
-	b := grpcresolver.New("static", src, staticParser,
-		grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("zone-a", 2)))
-	defer b.Close()
+	b := staticBuilder(t, src, grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("zone-a", 2)))
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///greeter", grpc.WithResolvers(b)))
 	answering(t, ctx, client, "a-0", "b-0", "b-1") // 1 ready in zone-a < minReady 2: every zone
 	src.Set(target, coretest.Set(t, a0, a1, b0, b1))
@@ -69,8 +67,10 @@ func TestZoneAwareByZoneWithMinReady(t *testing.T) {
 	answering(t, ctx, client, "a-0", "b-0", "b-1") // back below minReady
 }
 
-// With hints in play, an endpoint serves the zones its hints name, whatever
-// zone it is in (topology-aware routing moves capacity between zones).
+// With hints on every endpoint, an endpoint serves the zones its hints name,
+// whatever zone it is in (topology-aware routing moves capacity between
+// zones); with hints on some endpoints only, no zone is preferred, as in
+// kube-proxy.
 func TestZoneAwareFollowsHints(t *testing.T) {
 	grpcresolver.RegisterZoneAware("zone-a")
 	ctx := ctxFor(t, time.Minute)
@@ -79,9 +79,10 @@ func TestZoneAwareFollowsHints(t *testing.T) {
 	b1 := zoneEndpoint(t, "b-1", "zone-b", "zone-b")
 	target := core.Target{Name: "greeter"}
 	src := core.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, a0, b0, b1)})
-	b := grpcresolver.New("static", src, staticParser,
-		grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("", 1))) // zone from RegisterZoneAware
-	defer b.Close()
+	b := staticBuilder(t, src, grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("", 1))) // zone from RegisterZoneAware
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///greeter", grpc.WithResolvers(b)))
 	answering(t, ctx, client, "a-0", "b-0")
+	a1 := zoneEndpoint(t, "a-1", "zone-a") // no hints: hints are being rolled out
+	src.Set(target, coretest.Set(t, a0, a1, b0, b1))
+	answering(t, ctx, client, "a-0", "a-1", "b-0", "b-1")
 }
