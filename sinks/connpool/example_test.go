@@ -36,10 +36,17 @@ func ExampleNewChannel() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	hub := core.NewHub(src) // one per source, shared with gRPC resolvers and other pools
+	defer hub.Close()
 	target, _ := src.Target("greeter:grpc")
-	discovery := core.NewPipeline(src, []core.Target{target}, []core.NamedSink{core.Named("pool", pool)})
-	go discovery.Run(ctx)
-	defer discovery.Close()
+	sub, err := hub.Subscribe("pool", pool, target)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	if err := sub.WaitSynced(ctx); err != nil { // no sleep: wait for discovery
+		log.Fatal(err)
+	}
 
 	// Generated clients take the channel: pb.NewGreeterClient(ch).
 	_ = ch

@@ -43,7 +43,10 @@ func (c *Channel) NewStream(ctx context.Context, desc *grpc.StreamDesc, method s
 	}
 	var once sync.Once
 	done := func() { once.Do(h.Done) }
-	s, err := h.Conn.NewStream(ctx, desc, method, append(opts, grpc.OnFinish(func(error) { done() }))...)
+	// A new slice: appending to opts could write into the caller's array.
+	all := make([]grpc.CallOption, 0, len(opts)+1)
+	all = append(append(all, opts...), grpc.OnFinish(func(error) { done() }))
+	s, err := h.Conn.NewStream(ctx, desc, method, all...)
 	if err != nil {
 		done()
 		return nil, err

@@ -7,7 +7,9 @@
 //
 // Picking is power-of-two-choices on in-flight count (default) or round
 // robin, over ready endpoints (serving-and-terminating ones only while none
-// is ready), preferring the client's zone when configured. A pick and its
+// is ready), preferring the client's zone when configured (core.Locality,
+// the rule the gRPC resolver's zone-aware policy applies too). One pool can
+// serve several targets. A pick and its
 // Done cost a few atomic operations and allocate nothing; an endpoint
 // change costs O(1) whatever the pool's size.
 //
@@ -36,7 +38,9 @@ import (
 // picked meanwhile.
 type BuildFunc[C any] func(ctx context.Context, ep *core.Endpoint) (C, error)
 
-// CloseFunc closes a connection the pool built, exactly once.
+// CloseFunc closes a connection the pool built, exactly once. The pool
+// never calls it with a lock held, so it may block (a graceful close) and
+// may call back into the pool.
 type CloseFunc[C any] func(C) error
 
 // Policy selects how Pick chooses among ready endpoints.
@@ -44,7 +48,8 @@ type Policy int
 
 const (
 	// PowerOfTwo picks two endpoints at random and takes the one with fewer
-	// calls in flight (the default): near-even load without coordination.
+	// calls in flight (the default): near-even load without coordination,
+	// and a backend whose calls stop completing stops getting new ones.
 	PowerOfTwo Policy = iota
 	// RoundRobin takes endpoints in turn.
 	RoundRobin
@@ -57,14 +62,12 @@ var ErrClosed = errors.New("connpool: closed")
 type Option func(*config)
 
 type config struct {
-	policy     Policy
-	perEP      int
-	zone       string
-	minLocal   int
-	drain      time.Duration
-	backoffMin time.Duration
-	backoffMax time.Duration
-	log        *zap.Logger
+	policy   Policy
+	perEP    int
+	locality core.Locality
+	drain    time.Duration
+	backoff  core.Backoff
+	log      *zap.Logger
 }
 
 // WithPolicy sets the picking policy (default PowerOfTwo).
@@ -79,10 +82,13 @@ func WithConnsPerEndpoint(n int) Option {
 	}
 }
 
-// WithZone prefers endpoints in zone (or hinted for it, when hints are
-// present) while at least minReady of them are ready; otherwise every zone.
+// WithZone prefers endpoints local to zone by core.Locality (the rule the
+// gRPC resolver's zone-aware policy applies too): when every ready endpoint
+// carries zone hints, those hinted for the zone; when none does, those in
+// the zone; when some do and some do not, no preference. Local endpoints
+// are used while at least minReady of them are ready; otherwise every zone.
 func WithZone(zone string, minReady int) Option {
-	return func(c *config) { c.zone, c.minLocal = zone, max(minReady, 1) }
+	return func(c *config) { c.locality = core.Locality{Zone: zone, MinLocal: minReady} }
 }
 
 // WithDrainTimeout bounds how long a removed endpoint's connection stays
@@ -90,9 +96,9 @@ func WithZone(zone string, minReady int) Option {
 func WithDrainTimeout(d time.Duration) Option { return func(c *config) { c.drain = d } }
 
 // WithBuildBackoff sets the bounds of the jittered backoff between failed
-// builds (default 100ms to 10s).
+// builds (default 100ms to 10s; see core.Backoff).
 func WithBuildBackoff(min, max time.Duration) Option {
-	return func(c *config) { c.backoffMin, c.backoffMax = min, max }
+	return func(c *config) { c.backoff = core.Backoff{Min: min, Max: max} }
 }
 
 // WithLogger sets the logger (nil: no-op).
@@ -104,32 +110,38 @@ func WithLogger(l *zap.Logger) Option {
 	}
 }
 
-// Pool is a pool of connections of type C, fed as a core.Sink. Safe for
-// concurrent use. Close it to close every connection.
+// Pool is a pool of connections of type C, fed as a core.Sink for one or
+// more targets. Safe for concurrent use. Close it to close every
+// connection.
 type Pool[C any] struct {
 	build BuildFunc[C]
 	close CloseFunc[C]
 	cfg   config
 
-	ready, fallback, local *slots[C]
-	rr                     atomic.Uint64
+	// Pick sets: ready members; serving-and-terminating ones (used while
+	// none is ready); ready ones hinted for the client's zone; ready ones
+	// in it.
+	ready, fallback, byHints, byZone *pickSet[C]
+	// Ready members with and without zone hints, for core.Locality's rule.
+	hinted, unhinted atomic.Int64
+	rr               atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex // guards the maps and wake
-	eps     map[string]*endpointState[C]
-	closed  bool
-	wake    chan struct{} // closed when a member becomes pickable
-	closing sync.Once
+	mu       sync.Mutex // guards targets, draining, closed and wake
+	targets  map[core.Target]map[string]*endpointState[C]
+	draining map[*member[C]]*time.Timer // removed members waiting for their calls
+	closed   bool
+	wake     chan struct{} // closed when a member becomes pickable
+	closing  sync.Once
 }
 
 var _ core.Sink = (*Pool[int])(nil)
 
 // endpointState is one endpoint and its members (connections).
 type endpointState[C any] struct {
-	key     string
 	ep      *core.Endpoint
 	members []*member[C]
 	cancel  context.CancelFunc
@@ -137,31 +149,41 @@ type endpointState[C any] struct {
 
 // member is one connection of one endpoint.
 type member[C any] struct {
-	pool                         *Pool[C]
-	ep                           atomic.Pointer[core.Endpoint] // latest version: conditions change in place
-	conn                         C
-	inflight                     atomic.Int64
-	removed                      atomic.Bool
-	closeMu                      sync.Once
-	built                        bool // guarded by pool.mu
-	inReady, inFallback, inLocal bool
-	iReady, iFallback, iLocal    int
+	pool      *Pool[C]
+	ep        atomic.Pointer[core.Endpoint] // latest version: conditions change in place
+	conn      C
+	inflight  atomic.Int64
+	removed   atomic.Bool
+	closeOnce sync.Once
+	// Guarded by pool.mu.
+	built  bool
+	in     [4]bool // in ready, fallback, byHints, byZone
+	idx    [4]int  // position in each
+	counts int8    // 0: not counted; 1: counted hinted; 2: counted unhinted
 }
 
-// New returns an empty pool; feed it as a core sink (a Pipeline or Hub
-// subscription). It starts goroutines only to build connections.
+const (
+	setReady = iota
+	setFallback
+	setByHints
+	setByZone
+)
+
+// New returns an empty pool; feed it as a core sink (a Hub subscription or
+// a Pipeline). It starts goroutines only to build connections.
 func New[C any](build BuildFunc[C], closeFn CloseFunc[C], opts ...Option) *Pool[C] {
-	cfg := config{perEP: 1, drain: 30 * time.Second, backoffMin: 100 * time.Millisecond, backoffMax: 10 * time.Second, log: zap.NewNop()}
+	cfg := config{perEP: 1, drain: 30 * time.Second, backoff: core.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}, log: zap.NewNop()}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool[C]{
 		build: build, close: closeFn, cfg: cfg,
-		ready: newSlots[C](), fallback: newSlots[C](), local: newSlots[C](),
+		ready: newPickSet[C](), fallback: newPickSet[C](), byHints: newPickSet[C](), byZone: newPickSet[C](),
 		ctx: ctx, cancel: cancel,
-		eps:  map[string]*endpointState[C]{},
-		wake: make(chan struct{}),
+		targets:  map[core.Target]map[string]*endpointState[C]{},
+		draining: map[*member[C]]*time.Timer{},
+		wake:     make(chan struct{}),
 	}
 }
 
@@ -211,10 +233,20 @@ func (p *Pool[C]) pickable() bool {
 	return p.ready.len() > 0 || p.fallback.len() > 0
 }
 
-// set returns the slots to pick from now.
-func (p *Pool[C]) set() *slots[C] {
-	if p.cfg.zone != "" && p.local.len() >= p.cfg.minLocal {
-		return p.local
+// set returns the pick set to use now: the local one by core.Locality when
+// it has enough members, else the ready one, else the fallback.
+func (p *Pool[C]) set() *pickSet[C] {
+	if loc := p.cfg.locality; loc.Zone != "" {
+		var local *pickSet[C]
+		switch loc.Rule(int(p.hinted.Load()), int(p.unhinted.Load())) {
+		case core.ByHints:
+			local = p.byHints
+		case core.ByZone:
+			local = p.byZone
+		}
+		if local != nil && loc.Enough(local.len()/p.cfg.perEP) {
+			return local
+		}
 	}
 	if p.ready.len() > 0 {
 		return p.ready
@@ -281,74 +313,118 @@ func (p *Pool[C]) Len() int {
 	return p.fallback.len() / p.cfg.perEP
 }
 
+// Endpoints returns the endpoints Pick chooses from now (the local ones
+// when the zone preference applies), each once, in no particular order.
+func (p *Pool[C]) Endpoints() []*core.Endpoint {
+	a := p.set().arr.Load()
+	n := int(a.n.Load())
+	seen := make(map[*core.Endpoint]bool, n)
+	var out []*core.Endpoint
+	for i := range n {
+		if m := a.at(i); m != nil {
+			if e := m.ep.Load(); !seen[e] {
+				seen[e] = true
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
 func (m *member[C]) release() {
 	if m.inflight.Add(-1) == 0 && m.removed.Load() {
 		m.closeConn()
 	}
 }
 
+// closeConn closes the member's connection once, outside every pool lock.
 func (m *member[C]) closeConn() {
-	m.closeMu.Do(func() { // a drain timer firing later finds it done
-		if err := m.pool.close(m.conn); err != nil {
-			m.pool.cfg.log.Debug("connpool: close", zap.String("endpoint", m.ep.Load().ID), zap.Error(err))
+	m.closeOnce.Do(func() {
+		p := m.pool
+		p.mu.Lock()
+		if t := p.draining[m]; t != nil {
+			t.Stop()
+			delete(p.draining, m)
+		}
+		p.mu.Unlock()
+		if err := p.close(m.conn); err != nil {
+			p.cfg.log.Debug("connpool: close", zap.String("endpoint", m.ep.Load().ID), zap.Error(err))
 		}
 	})
 }
 
 // Update implements core.Sink: it applies the delta (O(1) per endpoint
-// changed, whatever the pool's size).
+// changed, whatever the pool's size), or, for an update from nothing
+// (BaseSeq 0: a first update, a resync), replaces what the pool holds for
+// the target with the update's state.
 func (p *Pool[C]) Update(ctx context.Context, u core.Update) error {
+	var closeNow []*member[C]
+	defer func() { // user code runs outside the lock
+		for _, m := range closeNow {
+			m.closeConn()
+		}
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil
 	}
-	prefix := u.Target.String() + "/"
-	for _, e := range u.Removed {
-		p.removeLocked(prefix + e.ID)
+	eps := p.targets[u.Target]
+	if eps == nil {
+		eps = map[string]*endpointState[C]{}
+		p.targets[u.Target] = eps
 	}
-	for _, c := range u.Changed {
-		key := prefix + c.New.ID
-		if c.Old.Port != c.New.Port || !sameAddrs(c.Old, c.New) {
-			p.removeLocked(key) // a new address is a new connection
-			p.addLocked(key, c.New)
-			continue
+	if u.BaseSeq == 0 {
+		for id := range eps {
+			if _, ok := u.State.Endpoints.Get(id); !ok {
+				closeNow = p.removeLocked(eps, id, closeNow)
+			}
 		}
-		if st := p.eps[key]; st != nil {
-			p.placeLocked(st, c.New)
+		for e := range u.State.Endpoints.All() {
+			closeNow = p.putLocked(eps, e, closeNow)
+		}
+	} else {
+		for _, e := range u.Removed {
+			closeNow = p.removeLocked(eps, e.ID, closeNow)
+		}
+		for _, c := range u.Changed {
+			closeNow = p.putLocked(eps, c.New, closeNow)
+		}
+		for _, e := range u.Added {
+			closeNow = p.putLocked(eps, e, closeNow)
 		}
 	}
-	for _, e := range u.Added {
-		p.addLocked(prefix+e.ID, e)
+	if len(eps) == 0 {
+		delete(p.targets, u.Target)
 	}
 	return nil
 }
 
-func sameAddrs(a, b *core.Endpoint) bool {
-	if len(a.Addresses) != len(b.Addresses) {
-		return false
-	}
-	for i := range a.Addresses {
-		if a.Addresses[i] != b.Addresses[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func (p *Pool[C]) addLocked(key string, e *core.Endpoint) {
-	if p.eps[key] != nil {
-		return
+// putLocked adds e, or updates the endpoint with its ID: a new address or
+// port is a new connection; other changes move it between pick sets.
+func (p *Pool[C]) putLocked(eps map[string]*endpointState[C], e *core.Endpoint, closeNow []*member[C]) []*member[C] {
+	st := eps[e.ID]
+	switch {
+	case st == nil:
+	case st.ep == e:
+		return closeNow // redelivered: nothing to do
+	case st.ep.Port != e.Port || !slices.Equal(st.ep.Addresses, e.Addresses):
+		closeNow = p.removeLocked(eps, e.ID, closeNow)
+		st = nil
+	default:
+		p.placeLocked(st, e)
+		return closeNow
 	}
 	ctx, cancel := context.WithCancel(p.ctx)
-	st := &endpointState[C]{key: key, ep: e, cancel: cancel}
-	p.eps[key] = st
+	st = &endpointState[C]{ep: e, cancel: cancel}
+	eps[e.ID] = st
 	for range p.cfg.perEP {
-		m := &member[C]{pool: p, iReady: -1, iFallback: -1, iLocal: -1}
+		m := &member[C]{pool: p, idx: [4]int{-1, -1, -1, -1}}
 		m.ep.Store(e)
 		st.members = append(st.members, m)
 		p.wg.Go(func() { p.buildLoop(ctx, st, m) })
 	}
+	return closeNow
 }
 
 // buildLoop builds one member's connection, retrying with jittered backoff,
@@ -374,8 +450,7 @@ func (p *Pool[C]) buildLoop(ctx context.Context, st *endpointState[C], m *member
 		if ctx.Err() != nil {
 			return
 		}
-		d := min(p.cfg.backoffMin<<min(attempt, 20), p.cfg.backoffMax)
-		d = d/2 + rand.N(d/2+1)
+		d := p.cfg.backoff.Delay(attempt)
 		p.cfg.log.Warn("connpool: build failed; retrying", zap.String("endpoint", ep.ID),
 			zap.Strings("addresses", ep.Addresses), zap.Duration("backoff", d), zap.Error(err))
 		t := time.NewTimer(d)
@@ -388,8 +463,8 @@ func (p *Pool[C]) buildLoop(ctx context.Context, st *endpointState[C], m *member
 	}
 }
 
-// placeLocked moves an endpoint's members to the sets its new conditions
-// call for.
+// placeLocked moves an endpoint's members to the sets its new version calls
+// for.
 func (p *Pool[C]) placeLocked(st *endpointState[C], e *core.Endpoint) {
 	st.ep = e
 	for _, m := range st.members {
@@ -401,90 +476,108 @@ func (p *Pool[C]) placeLocked(st *endpointState[C], e *core.Endpoint) {
 }
 
 func (p *Pool[C]) placeMemberLocked(m *member[C], e *core.Endpoint) {
-	c := e.Conditions
-	wantReady := c.IsReady()
-	wantFallback := !wantReady && c.IsServing() && c.IsTerminating()
-	wantLocal := wantReady && p.cfg.zone != "" && p.inZone(e)
-	p.setsLocked(m, wantReady, wantFallback, wantLocal)
-	if wantReady || wantFallback {
+	loc := p.cfg.locality
+	ready := e.Conditions.IsReady()
+	fallback := core.IsFallback(e)
+	p.countLocked(m, ready, len(e.ZoneHints) > 0)
+	p.setsLocked(m, [4]bool{
+		setReady:    ready,
+		setFallback: fallback,
+		setByHints:  ready && loc.Local(e, core.ByHints),
+		setByZone:   ready && loc.Local(e, core.ByZone),
+	})
+	if ready || fallback {
 		close(p.wake)
 		p.wake = make(chan struct{})
 	}
 }
 
-// inZone: hinted for the zone when the endpoint carries hints, else in it.
-func (p *Pool[C]) inZone(e *core.Endpoint) bool {
-	if len(e.ZoneHints) > 0 {
-		return slices.Contains(e.ZoneHints, p.cfg.zone)
+// countLocked keeps the hinted/unhinted counts of ready members.
+func (p *Pool[C]) countLocked(m *member[C], ready, hinted bool) {
+	switch m.counts {
+	case 1:
+		p.hinted.Add(-1)
+	case 2:
+		p.unhinted.Add(-1)
 	}
-	return e.Zone == p.cfg.zone
+	m.counts = 0
+	switch {
+	case ready && hinted:
+		p.hinted.Add(1)
+		m.counts = 1
+	case ready:
+		p.unhinted.Add(1)
+		m.counts = 2
+	}
 }
 
 // setsLocked puts m in, or takes it out of, each pick set.
-func (p *Pool[C]) setsLocked(m *member[C], ready, fallback, local bool) {
-	p.toggle(p.ready, m, &m.inReady, &m.iReady, ready, func(x *member[C]) *int { return &x.iReady })
-	p.toggle(p.fallback, m, &m.inFallback, &m.iFallback, fallback, func(x *member[C]) *int { return &x.iFallback })
-	p.toggle(p.local, m, &m.inLocal, &m.iLocal, local, func(x *member[C]) *int { return &x.iLocal })
-}
-
-func (p *Pool[C]) toggle(s *slots[C], m *member[C], in *bool, idx *int, want bool, idxOf func(*member[C]) *int) {
-	switch {
-	case want && !*in:
-		s.add(m, idx)
-		*in = true
-	case !want && *in:
-		s.remove(idx, idxOf)
-		*in = false
+func (p *Pool[C]) setsLocked(m *member[C], want [4]bool) {
+	for i, s := range [4]*pickSet[C]{p.ready, p.fallback, p.byHints, p.byZone} {
+		switch {
+		case want[i] && !m.in[i]:
+			s.add(m, &m.idx[i])
+			m.in[i] = true
+		case !want[i] && m.in[i]:
+			s.remove(&m.idx[i], func(x *member[C]) *int { return &x.idx[i] })
+			m.in[i] = false
+		}
 	}
 }
 
-// removeLocked stops picking an endpoint at once and closes its connections
-// when their calls end or the drain timeout passes.
-func (p *Pool[C]) removeLocked(key string) {
-	st := p.eps[key]
+// removeLocked stops picking an endpoint at once. Members without calls in
+// flight are returned to be closed (outside the lock); the others close when
+// their calls end or the drain timeout passes.
+func (p *Pool[C]) removeLocked(eps map[string]*endpointState[C], id string, closeNow []*member[C]) []*member[C] {
+	st := eps[id]
 	if st == nil {
-		return
+		return closeNow
 	}
-	delete(p.eps, key)
+	delete(eps, id)
 	st.cancel() // stops a build in progress
 	for _, m := range st.members {
 		m.removed.Store(true)
 		if !m.built {
 			continue
 		}
-		p.setsLocked(m, false, false, false)
+		p.countLocked(m, false, false)
+		p.setsLocked(m, [4]bool{})
 		if m.inflight.Load() == 0 {
-			m.closeConn()
+			closeNow = append(closeNow, m)
 		} else {
-			time.AfterFunc(p.cfg.drain, m.closeConn)
+			p.draining[m] = time.AfterFunc(p.cfg.drain, m.closeConn)
 		}
 	}
+	return closeNow
 }
 
-// Close stops every build, closes every connection (waiting for none of the
-// calls in flight) and makes Pick fail with ErrClosed. Idempotent.
+// Close stops every build, closes every connection, draining ones
+// included (waiting for none of the calls in flight), stops every timer and
+// makes Pick fail with ErrClosed. Idempotent.
 func (p *Pool[C]) Close() error {
 	p.closing.Do(func() {
+		var closeNow []*member[C]
 		p.mu.Lock()
 		p.closed = true
-		keys := make([]string, 0, len(p.eps))
-		for k := range p.eps {
-			keys = append(keys, k)
-		}
-		for _, k := range keys {
-			st := p.eps[k]
-			p.removeLocked(k)
-			for _, m := range st.members {
-				if m.built {
-					m.closeConn()
-				}
+		for _, eps := range p.targets {
+			for id := range eps {
+				closeNow = p.removeLocked(eps, id, closeNow)
 			}
 		}
+		clear(p.targets)
+		for m, t := range p.draining {
+			t.Stop()
+			closeNow = append(closeNow, m)
+		}
+		clear(p.draining)
 		close(p.wake)
 		p.wake = make(chan struct{})
 		p.mu.Unlock()
 		p.cancel()
 		p.wg.Wait()
+		for _, m := range closeNow {
+			m.closeConn()
+		}
 	})
 	return nil
 }

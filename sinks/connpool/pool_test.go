@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/connpool"
 )
 
@@ -46,8 +49,9 @@ func (f *feed) set(eps ...*core.Endpoint) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	base := f.seq
 	f.seq++
-	if err := f.sink.Update(context.Background(), core.Update{Target: target, Seq: f.seq,
+	if err := f.sink.Update(context.Background(), core.Update{Target: target, Epoch: "test", Seq: f.seq, BaseSeq: base,
 		State: core.State{Endpoints: s, Synced: true}, Delta: core.Diff(f.prev, s)}); err != nil {
 		f.t.Fatal(err)
 	}
@@ -484,4 +488,179 @@ func TestStreamsStayOnTheirConnection(t *testing.T) {
 	}
 	f.set() // both go; no call in flight: both connections close now
 	cl.waitClosed(t, 2, "a finished stream did not release its connection")
+}
+
+// Close closes every connection, those draining calls in flight included,
+// and no drain timer fires afterwards.
+func TestCloseClosesDrainingConnections(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	p, cl := grpcPool(t, connpool.WithDrainTimeout(time.Hour))
+	f := &feed{t: t, sink: p}
+	a, ea := loopback(t, "a")
+	a.hold, a.started = make(chan struct{}), make(chan struct{}, 1)
+	_, eb := loopback(t, "b")
+	f.set(ea, eb)
+	for p.Len() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	var h connpool.Handle[*grpc.ClientConn]
+	for { // hold a handle on a: its connection drains when a is removed
+		var err error
+		if h, err = p.Pick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if h.Endpoint().ID == "a" {
+			break
+		}
+		h.Done()
+	}
+	f.set(eb)
+	p.Close()
+	cl.waitClosed(t, 2, "Close left a draining connection open")
+	h.Done() // the call ends after Close: nothing is closed twice
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for cc, n := range cl.n {
+		if n != 1 {
+			t.Fatalf("connection %p closed %d times", cc, n)
+		}
+	}
+}
+
+// The user's close function runs outside the pool's lock: a slow close
+// blocks no other update of the pool, and a close that calls back into the
+// pool does not deadlock.
+func TestCloseFuncRunsOutsideTheLock(t *testing.T) {
+	release := make(chan struct{})
+	other := core.Target{Name: "other"}
+	var p *connpool.Pool[string]
+	reentered := make(chan struct{})
+	p = connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.ID, nil },
+		func(c string) error {
+			if c == "slow" {
+				// Re-entrant: an update of another target takes the pool's lock.
+				if err := p.Update(context.Background(), core.Update{Target: other, Seq: 1, State: core.State{Synced: true}}); err != nil {
+					t.Error(err)
+				}
+				close(reentered)
+				<-release
+			}
+			return nil
+		})
+	defer p.Close()
+	f := &feed{t: t, sink: p}
+	slow := &core.Endpoint{ID: "slow", Addresses: []string{"10.0.0.1"}}
+	fast := &core.Endpoint{ID: "fast", Addresses: []string{"10.0.0.2"}}
+	f.set(slow, fast)
+	for p.Len() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	removed := make(chan struct{})
+	go func() { f.set(fast); close(removed) }() // closes slow: blocks in the user's close
+	select {
+	case <-reentered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the close function could not call back into the pool")
+	}
+	added := make(chan struct{})
+	go func() { // another update goes through while the close blocks
+		n := coretest.Set(t, &core.Endpoint{ID: "new", Addresses: []string{"10.0.0.3"}})
+		p.Update(context.Background(), core.Update{Target: other, Seq: 2, State: core.State{Endpoints: n, Synced: true}, Delta: core.Diff(core.Set{}, n)})
+		close(added)
+	}()
+	select {
+	case <-added:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an update waited for the user's close function")
+	}
+	close(release)
+	<-removed
+}
+
+// NewStream never writes into the caller's call options.
+func TestNewStreamLeavesTheCallersOptionsAlone(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	p, _, _, _ := servedPool(t, 1)
+	ch := connpool.NewChannel(p)
+	backing := make([]grpc.CallOption, 1, 4)
+	backing[0] = grpc.WaitForReady(true)
+	sentinel := grpc.MaxCallRecvMsgSize(123)
+	backing = append(backing, sentinel)[:1] // spare capacity holding a value of ours
+	s, err := ch.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/grpc.testing.TestService/StreamingOutputCall", backing...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := backing[:2][1]; got != sentinel {
+		t.Fatal("NewStream appended into the caller's array")
+	}
+	s.CloseSend()
+	for s.RecvMsg(&testgrpc.StreamingOutputCallResponse{}) == nil {
+	}
+}
+
+// poolHarness runs core's sink conformance suite against a pool whose
+// connections are the endpoints' host:ports. The pool balances over every
+// target it is fed, so Observe sees them all: the several-targets check is
+// TestOnePoolServesSeveralTargets.
+type poolHarness struct{}
+
+func (poolHarness) NewSink(t *testing.T) core.Sink {
+	p := connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.HostPort(), nil },
+		func(string) error { return nil })
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func (poolHarness) Observe(t *testing.T, s core.Sink, _ core.Target) []string {
+	var out []string
+	for _, e := range s.(*connpool.Pool[string]).Endpoints() {
+		out = append(out, e.HostPorts()...)
+	}
+	return out
+}
+func (poolHarness) Routes() bool           { return true }
+func (poolHarness) MultiTarget() bool      { return false }
+func (poolHarness) Timeout() time.Duration { return 5 * time.Second }
+
+func TestPoolPassesTheSinkSuite(t *testing.T) { coretest.TestSink(t, poolHarness{}) }
+
+// One pool fed two targets balances over both; emptying one (even by an
+// update from nothing) leaves the other's endpoints, including one with the
+// same ID.
+func TestOnePoolServesSeveralTargets(t *testing.T) {
+	p := connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.HostPort(), nil },
+		func(string) error { return nil })
+	defer p.Close()
+	one, two := core.Target{Name: "one"}, core.Target{Name: "two"}
+	a1 := &core.Endpoint{ID: "a", Addresses: []string{"10.0.1.1"}}
+	a2 := &core.Endpoint{ID: "a", Addresses: []string{"10.0.2.1"}}
+	b2 := &core.Endpoint{ID: "b", Addresses: []string{"10.0.2.2"}}
+	send := func(tg core.Target, seq, base uint64, prev, next core.Set) {
+		if err := p.Update(context.Background(), core.Update{Target: tg, Seq: seq, BaseSeq: base,
+			State: core.State{Endpoints: next, Synced: true}, Delta: core.Diff(prev, next)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hosts := func(want int) string {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			var hs []string
+			for _, e := range p.Endpoints() {
+				hs = append(hs, e.Addresses[0])
+			}
+			slices.Sort(hs)
+			if len(hs) == want || time.Now().After(deadline) {
+				return strings.Join(hs, ",")
+			}
+		}
+	}
+	s1, s2 := coretest.Set(t, a1), coretest.Set(t, a2, b2)
+	send(one, 1, 0, core.Set{}, s1)
+	send(two, 1, 0, core.Set{}, s2)
+	if got := hosts(3); got != "10.0.1.1,10.0.2.1,10.0.2.2" {
+		t.Fatalf("endpoints %s, want both targets'", got)
+	}
+	send(one, 2, 0, core.Set{}, core.Set{}) // from nothing: target one is empty
+	if got := hosts(2); got != "10.0.2.1,10.0.2.2" {
+		t.Fatalf("endpoints %s, want target two's untouched", got)
+	}
 }

@@ -5,32 +5,32 @@ import (
 	"sync/atomic"
 )
 
-// slots is a set of members that readers sample without locks and one
+// pickSet is a set of members that readers sample without locks and one
 // writer changes in O(1): add appends, remove swaps the last member into the
 // hole. Readers may see a member that is being removed (they check
 // member.removed) and never see a torn array: the array is replaced whole
 // when it grows, and its length is published after the slot is written.
-type slots[C any] struct {
-	arr atomic.Pointer[slotArray[C]]
+type pickSet[C any] struct {
+	arr atomic.Pointer[pickArray[C]]
 	mu  sync.Mutex // writers
 }
 
-type slotArray[C any] struct {
+type pickArray[C any] struct {
 	s []atomic.Pointer[member[C]]
 	n atomic.Int64
 }
 
-func newSlots[C any]() *slots[C] {
-	s := &slots[C]{}
-	s.arr.Store(&slotArray[C]{s: make([]atomic.Pointer[member[C]], 8)})
+func newPickSet[C any]() *pickSet[C] {
+	s := &pickSet[C]{}
+	s.arr.Store(&pickArray[C]{s: make([]atomic.Pointer[member[C]], 8)})
 	return s
 }
 
 // len is the number of members now.
-func (s *slots[C]) len() int { return int(s.arr.Load().n.Load()) }
+func (s *pickSet[C]) len() int { return int(s.arr.Load().n.Load()) }
 
 // at returns the i-th member of a snapshot, or nil if i is past the end.
-func (a *slotArray[C]) at(i int) *member[C] {
+func (a *pickArray[C]) at(i int) *member[C] {
 	if i >= int(a.n.Load()) || i >= len(a.s) {
 		return nil
 	}
@@ -38,13 +38,13 @@ func (a *slotArray[C]) at(i int) *member[C] {
 }
 
 // add puts m in; idx records its position for remove. Amortized O(1).
-func (s *slots[C]) add(m *member[C], idx *int) {
+func (s *pickSet[C]) add(m *member[C], idx *int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.arr.Load()
 	n := int(a.n.Load())
 	if n == len(a.s) {
-		b := &slotArray[C]{s: make([]atomic.Pointer[member[C]], 2*len(a.s))}
+		b := &pickArray[C]{s: make([]atomic.Pointer[member[C]], 2*len(a.s))}
 		for i := range n {
 			b.s[i].Store(a.s[i].Load())
 		}
@@ -59,7 +59,7 @@ func (s *slots[C]) add(m *member[C], idx *int) {
 
 // remove takes out the member at *idx (idxOf gives a member's index field),
 // moving the last member into its place. O(1).
-func (s *slots[C]) remove(idx *int, idxOf func(*member[C]) *int) {
+func (s *pickSet[C]) remove(idx *int, idxOf func(*member[C]) *int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.arr.Load()
