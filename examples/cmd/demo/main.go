@@ -261,9 +261,11 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 	if err != nil {
 		return summary{}, err
 	}
-	b := grpcresolver.NewKubernetes(src)
+	hub := core.NewHub(src) // the resolver and the event printer share one watch
+	defer hub.Close()
+	b := grpcresolver.NewKubernetes(hub)
 	defer b.Close()
-	events, err := b.Hub().Subscribe(core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}, "demo-events",
+	events, err := hub.Subscribe("demo-events",
 		core.SinkFunc(func(_ context.Context, u core.Update) error {
 			for _, e := range u.Added {
 				say("   discovery: + %-10s %s %s", e.Name, e.HostPort(), conditions(e))
@@ -275,7 +277,7 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 				say("   discovery: - %-10s %s", e.Name, e.HostPort())
 			}
 			return nil
-		}))
+		}), core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"})
 	if err != nil {
 		return summary{}, err
 	}

@@ -66,10 +66,12 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 	if err != nil {
 		return err
 	}
+	hub := core.NewHub(src) // one per source: every client and pool shares its watches
+	defer hub.Close()
 	var cc grpc.ClientConnInterface
 	switch via {
 	case "resolver":
-		b := grpcresolver.NewKubernetes(src)
+		b := grpcresolver.NewKubernetes(hub)
 		defer b.Close()
 		conn, err := grpc.NewClient(target, grpc.WithResolvers(b),
 			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
@@ -86,11 +88,12 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 		}
 		pool := connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials()), greeter.ClientKeepalive()), connpool.CloseGRPC)
 		defer pool.Close()
-		p := core.NewPipeline(src, []core.Target{t}, []core.NamedSink{core.Named("pool", pool)})
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		defer func() { p.Close(); <-done }()
-		if err := p.WaitSynced(ctx, t); err != nil { // no sleep: wait for discovery
+		sub, err := hub.Subscribe("pool", pool, t)
+		if err != nil {
+			return err
+		}
+		defer sub.Close()
+		if err := sub.WaitSynced(ctx); err != nil { // no sleep: wait for discovery
 			return err
 		}
 		cc = connpool.NewChannel(pool)
