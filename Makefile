@@ -10,7 +10,7 @@ BENCHFLAGS ?= -run '^$$' -bench . -benchmem
 # Every Go file, tracked or not yet, except generated protobuf code.
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -name '*.pb.go')
 
-.PHONY: all test lint vet fmt modules-check tidy tidy-check bench demo ci help k8s-bins
+.PHONY: all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
 
 all: lint test
 
@@ -19,7 +19,10 @@ help:
 	@echo "make test           race tests of every module ($(words $(MODULES)) modules); builds k8s-bins first"
 	@echo "make k8s-bins       build kube-apiserver, etcd, kubectl (pinned in .ci/k8s) into $(CACHE)"
 	@echo "make lint           gofmt, go vet and staticcheck (pinned in .ci/tools/go.mod)"
-	@echo "make modules-check  build, vet and compile tests of each module alone (GOWORK=off)"
+	@echo "make modules-check  each module alone (GOWORK=off), and the module rules (.ci/modcheck)"
+	@echo "make deps-align     one version of every shared dependency in every module"
+	@echo "make version VERSION=vX.Y.Z   require every sibling module at VERSION"
+	@echo "make tags [TAG=1]   print (or create) the release tags <module dir>/VERSION"
 	@echo "make tidy           go mod tidy in every module; tidy-check only reports"
 	@echo "make bench          benchmarks of every module"
 
@@ -50,11 +53,31 @@ lint: vet $(TOOLS)/staticcheck
 	  if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	@for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && $(TOOLS)/staticcheck ./...); done
 
+$(TOOLS)/modcheck: .ci/modcheck/go.mod $(wildcard .ci/modcheck/*.go)
+	@mkdir -p $(TOOLS)
+	cd .ci/modcheck && GOWORK=off go build -o $@ .
+
 # Each module builds, vets and compiles its tests on its own, through the
-# replace directives in its go.mod, as a user importing only it would.
-modules-check:
+# replace directives in its go.mod; then the module rules: siblings at one
+# release version, one version of each dependency, the Kubernetes client of
+# the tested minor, no test-only requirement in a product module.
+modules-check: $(TOOLS)/modcheck
 	@for m in $(MODULES); do echo "== GOWORK=off $$m"; \
 	  (cd $$m && GOWORK=off go build ./... && GOWORK=off go vet ./... && GOWORK=off go test -count=1 -run '^$$' ./... >/dev/null); done
+	@$(TOOLS)/modcheck check
+
+deps-align: $(TOOLS)/modcheck
+	@for i in 1 2 3; do $(TOOLS)/modcheck align; $(MAKE) -s tidy; done
+	@$(TOOLS)/modcheck check
+
+# Release: make version VERSION=v0.3.0, commit, make tags TAG=1, push the tags.
+version: $(TOOLS)/modcheck
+	@test -n "$(VERSION)" || { echo "make version VERSION=vX.Y.Z"; exit 1; }
+	@$(TOOLS)/modcheck version $(VERSION)
+	@$(MAKE) -s tidy
+
+tags: $(TOOLS)/modcheck
+	@$(TOOLS)/modcheck tags $(if $(TAG),-create,)
 
 tidy:
 	@for m in $(MODULES); do (cd $$m && GOWORK=off go mod tidy); done

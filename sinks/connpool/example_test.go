@@ -13,7 +13,6 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/sinks/connpool"
-	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 )
 
 // The seed's use in Go: create the channel, start Kubernetes discovery with
@@ -27,18 +26,15 @@ func ExampleNewChannel() {
 	defer pool.Close()
 	ch := connpool.NewChannel(pool)
 
-	// Discovery feeds the pool.
-	cfg, ns, err := kubernetes.LoadConfig("")
-	if err != nil {
-		log.Fatal(err)
-	}
-	src, err := kubernetes.New(cfg, kubernetes.WithNamespace(ns))
-	if err != nil {
-		log.Fatal(err)
-	}
+	// Discovery feeds the pool. In a real program the source is
+	// kubernetes.New(cfg, kubernetes.WithNamespace(ns)) from
+	// github.com/disco-lb/disco/sources/kubernetes; here a static one
+	// stands in for it.
+	target := core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
+	set, _ := core.NewSet(&core.Endpoint{ID: "greeter-0", Addresses: []string{"10.244.0.2"}, Port: 50051})
+	src := core.NewStatic(map[core.Target]core.Set{target: set})
 	hub := core.NewHub(src) // one per source, shared with gRPC resolvers and other pools
 	defer hub.Close()
-	target, _ := src.Target("greeter:grpc")
 	sub, err := hub.Subscribe("pool", pool, target)
 	if err != nil {
 		log.Fatal(err)

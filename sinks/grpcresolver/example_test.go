@@ -10,20 +10,19 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
-	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 )
 
-// The usual setup in a pod: the Kubernetes source, the resolver for scheme
-// "kubernetes", a client balancing round robin over every ready pod.
+// The usual setup in a pod: one hub over the Kubernetes source, the
+// resolver for scheme "kubernetes", a client balancing round robin over
+// every ready pod. In a real program:
+//
+//	cfg, ns, err := kubernetes.LoadConfig("") // in-cluster, or $KUBECONFIG
+//	src, err := kubernetes.New(cfg, kubernetes.WithNamespace(ns))
+//
+// (github.com/disco-lb/disco/sources/kubernetes); here a static source
+// stands in for it.
 func ExampleNewKubernetes() {
-	cfg, ns, err := kubernetes.LoadConfig("") // in-cluster, or $KUBECONFIG
-	if err != nil {
-		log.Fatal(err)
-	}
-	src, err := kubernetes.New(cfg, kubernetes.WithNamespace(ns))
-	if err != nil {
-		log.Fatal(err)
-	}
+	var src core.Source = core.NewStatic(nil)
 	hub := core.NewHub(src) // one per source, shared by every client and pool
 	defer hub.Close()
 	b := grpcresolver.NewKubernetes(hub)
