@@ -169,36 +169,55 @@ type publisher struct {
 
 var _ Publisher = publisher{}
 
-// Publish implements Publisher.
-func (p publisher) Publish(set Set) {
+// locked runs fn under the feed's lock if p's attempt is the live one.
+func (p publisher) locked(fn func(f *feed)) {
 	f := p.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.live != p.n {
+	if f.live == p.n {
+		fn(f)
+	}
+}
+
+// Publish implements Publisher.
+func (p publisher) Publish(set Set) {
+	p.locked(func(f *feed) {
+		if f.has && f.state.Synced && !f.state.Stale.IsStale() && f.state.Endpoints.Equal(set) {
+			return
+		}
+		if f.state.Stale.IsStale() {
+			f.log.Info("core: target fresh again", zap.Duration("stale_for", time.Since(f.state.Stale.Since)))
+		}
+		f.stopExpiryLocked()
+		f.commitLocked(State{Endpoints: set, Synced: true})
+	})
+}
+
+// PublishStale implements Publisher.
+func (p publisher) PublishStale(set Set, err error) {
+	if err == nil {
+		p.Publish(set)
 		return
 	}
-	if f.has && f.state.Synced && !f.state.Stale.IsStale() && f.state.Endpoints.Equal(set) {
-		return
-	}
-	if f.state.Stale.IsStale() {
-		f.log.Info("core: target fresh again", zap.Duration("stale_for", time.Since(f.state.Stale.Since)))
-	}
-	f.stopExpiryLocked()
-	f.commitLocked(State{Endpoints: set, Synced: true})
+	p.locked(func(f *feed) {
+		stale := f.staleLocked(err)
+		stale.Dropped = false // a new set
+		if f.has && f.state.Synced && f.state.Stale.sameAs(stale) && f.state.Endpoints.Equal(set) {
+			return
+		}
+		if !f.state.Stale.IsStale() {
+			f.log.Warn("core: target published stale", zap.Int("endpoints", set.Len()), zap.Error(err))
+		}
+		f.commitLocked(State{Endpoints: set, Synced: true, Stale: stale})
+		f.armExpiryLocked()
+	})
 }
 
 // Fail implements Publisher.
 func (p publisher) Fail(err error) {
-	if err == nil {
-		return
+	if err != nil {
+		p.locked(func(f *feed) { f.failLocked(err) })
 	}
-	f := p.f
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.live != p.n {
-		return
-	}
-	f.failLocked(err)
 }
 
 func (f *feed) fail(err error) {

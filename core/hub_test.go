@@ -887,3 +887,35 @@ func TestStatsForgetTarget(t *testing.T) {
 		}
 	})
 }
+
+// PublishStale: a set the source cannot fully vouch for is never seen fresh.
+func TestPublishStaleIsNeverFresh(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src := coretest.NewScript()
+		h := core.NewHub(src)
+		defer h.Close()
+		rec := coretest.NewRecorder()
+		subscribe(t, h, "rec", rec, svc)
+		synctest.Wait()
+		part := coretest.Set(t, ep("a", "1"))
+		src.PublishStale(svc, part, fmt.Errorf("slice x: endpoint y unusable: %w", core.ErrInvalid))
+		synctest.Wait()
+		src.Publish(svc, coretest.Set(t, ep("a", "1"), ep("b", "2")))
+		synctest.Wait()
+		src.PublishStale(svc, core.Set{}, fmt.Errorf("service gone: %w", core.ErrNotFound))
+		synctest.Wait()
+		us := rec.Updates()
+		if len(us) != 3 {
+			t.Fatalf("%d updates, want 3", len(us))
+		}
+		if st := us[0].State; !st.Synced || st.Stale.Kind != core.KindInvalid || st.Endpoints.Len() != 1 {
+			t.Fatalf("first: %+v", st)
+		}
+		if st := us[1].State; st.Stale.IsStale() || st.Endpoints.Len() != 2 {
+			t.Fatalf("second: %+v", st)
+		}
+		if st := us[2].State; !st.Synced || st.Stale.Kind != core.KindNotFound || st.Endpoints.Len() != 0 || len(us[2].Removed) != 2 {
+			t.Fatalf("third: %+v", us[2])
+		}
+	})
+}

@@ -43,6 +43,12 @@ type Publisher interface {
 	// Publish replaces the target's state with exactly set, marks it synced
 	// and fresh. Core derives what changed for each sink.
 	Publish(set Set)
+	// PublishStale replaces the target's state with exactly set, marks it
+	// synced, and stale with err's message and kind, in one step: set is
+	// the best the source can say, but it cannot vouch for all of it (part
+	// of the backend's data was unusable and left out, or the target is
+	// gone and set is empty). No sink ever sees set as fresh.
+	PublishStale(set Set, err error)
 	// Fail reports that the source cannot confirm the target's state now.
 	// The last good set stays in force, marked stale with err's message and
 	// kind (see KindOf); if the source never published, the state stays

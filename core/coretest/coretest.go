@@ -230,6 +230,17 @@ func (s *Script) Publish(t core.Target, set core.Set) int {
 	return len(s.pubs[t])
 }
 
+// PublishStale publishes set, stale with err, to every running watch of t;
+// it reports how many.
+func (s *Script) PublishStale(t core.Target, set core.Set, err error) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for w := range s.pubs[t] {
+		w.pub.PublishStale(set, err)
+	}
+	return len(s.pubs[t])
+}
+
 // Fail reports err to every running watch of t; it reports how many.
 func (s *Script) Fail(t core.Target, err error) int {
 	s.mu.Lock()

@@ -142,6 +142,13 @@ func (p spyPublisher) Publish(set core.Set) {
 	p.pub.Publish(set)
 }
 
+func (p spyPublisher) PublishStale(set core.Set, err error) {
+	p.s.mu.Lock()
+	p.s.log[p.t] = append(p.s.log[p.t], hostPortsOfSet(set))
+	p.s.mu.Unlock()
+	p.pub.PublishStale(set, err)
+}
+
 func (p spyPublisher) Fail(err error) { p.pub.Fail(err) }
 
 func watch(t *testing.T, src core.Source, targets ...core.Target) *watched {
@@ -359,6 +366,11 @@ type publisherRecorder struct {
 
 func (p *publisherRecorder) Publish(core.Set) { p.mu.Lock(); p.sets++; p.mu.Unlock() }
 func (p *publisherRecorder) Fail(error)       { p.mu.Lock(); p.fails++; p.mu.Unlock() }
+func (p *publisherRecorder) PublishStale(core.Set, error) {
+	p.mu.Lock()
+	p.sets++
+	p.mu.Unlock()
+}
 
 func sourceCancel(t *testing.T, h SourceHarness) {
 	tg := h.NewTarget(t)
