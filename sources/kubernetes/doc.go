@@ -9,28 +9,35 @@
 //	target, err := src.Target("greeter.demo:grpc")
 //	hub := core.NewHub(src) // one per source; resolvers, pools and webhooks subscribe to it
 //
-// What it guarantees (each tested against a real API server):
+// What it guarantees (each tested against a real API server, and the merge
+// rules also against a reference model of kube-proxy by a differential fuzz
+// test):
 //
-//   - All slices of a service are merged; an endpoint listed in two slices
-//     stays until both drop it; an update removes what left a slice; a relist
-//     (after a broken watch or 410 Gone) reconciles exactly, so no ghost
-//     survives and no delete is missed.
-//   - A port by name resolves per slice; a slice without that port
-//     contributes nothing (never an "ip:portname" address).
+//   - All slices of a service are merged by kube-proxy's rules: an endpoint
+//     is its first address, an address belongs to one endpoint (a
+//     non-terminating entry wins over a terminating one; an IP reused by a
+//     new pod is the new pod's), the addresses one pod UID wins join into
+//     one endpoint (dual stack), a slice without the target's port (or
+//     without ports) contributes nothing; a relist (after a failure or 410
+//     Gone) reconciles exactly, so no ghost survives and no delete is
+//     missed.
 //   - Unset ready and serving mean true, unset terminating false; every
 //     endpoint is published with its conditions, and core.Routable applies
 //     kube-proxy's rule (serving-and-terminating endpoints only while none is
 //     ready).
-//   - IPv4 and IPv6 slices of one pod join into one endpoint (by targetRef
-//     UID); FQDN slices are published with the name as the address.
-//   - Zone, node, hostname, hints.forZones and the pod name are carried.
+//   - Zone, node, hostname, hints.forZones and the pod name are carried;
+//     odd but valid data (a repeated address, an empty zone hint) is
+//     normalised, and only an unusable endpoint is left out, named, counted,
+//     with the state stale while it lasts.
+//   - The Service itself is watched: missing or deleted means no endpoints
+//     and core.ErrNotFound, whatever slices remain; created later, it is
+//     noticed at once; a lookup error is unavailable, never an empty answer.
 //   - When the API server cannot be reached, or the watch breaks, the last
-//     good state stays, marked stale with the reason; an RBAC denial is a
-//     core.ErrForbidden naming what to grant; a missing Service is a
-//     core.ErrNotFound (if the source may get services).
+//     good state stays, marked stale with the reason, and the source relists
+//     within about half a second of the server answering again; an RBAC
+//     denial is a core.ErrForbidden naming what to grant.
 //
-// Targets of one service share one watch (a client-go reflector with a store
-// that keeps only what is published), started with the first target and
-// stopped with the last. The watch asks for protobuf, never resyncs
-// periodically, and backs off with jitter (client-go's 0.8s to 30s).
+// Targets of one service share one watch of its slices and of the Service,
+// started with the first target and stopped with the last. It asks for
+// protobuf, never resyncs, and backs off with jitter (0.8s to 30s).
 package kubernetes

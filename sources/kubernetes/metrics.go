@@ -18,6 +18,7 @@ type metrics struct {
 	errors     *prometheus.CounterVec
 	staleSince *prometheus.GaugeVec
 	latency    *prometheus.HistogramVec
+	dropped    *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,11 +44,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "From a slice's endpoints.kubernetes.io/last-change-trigger-time to the source publishing the change.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}, []string{"namespace", "service"}),
+		dropped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "disco", Subsystem: "kubernetes", Name: "unusable_endpoints",
+			Help: "Endpoints of the service's slices left out as unusable (no address, an address of the wrong family); the targets are stale while any is.",
+		}, []string{"namespace", "service"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.endpoints, m.events, m.errors, m.staleSince, m.latency} {
+	for _, c := range []prometheus.Collector{m.endpoints, m.events, m.errors, m.staleSince, m.latency, m.dropped} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -56,9 +61,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			// A second source on the same registry shares the series.
 			switch existing := are.ExistingCollector.(type) {
 			case *prometheus.GaugeVec:
-				if c == m.endpoints {
+				switch c {
+				case m.endpoints:
 					m.endpoints = existing
-				} else {
+				case m.dropped:
+					m.dropped = existing
+				default:
 					m.staleSince = existing
 				}
 			case *prometheus.CounterVec:
@@ -112,6 +120,10 @@ func (m *metrics) published(t core.Target, set core.Set, trigger time.Time) {
 	}
 }
 
+func (m *metrics) unusable(k serviceKey, n int) {
+	m.dropped.WithLabelValues(k.namespace, k.name).Set(float64(n))
+}
+
 func (m *metrics) forgetTarget(t core.Target) {
 	m.endpoints.DeletePartialMatch(prometheus.Labels{"namespace": t.Namespace, "service": t.Name, "port": t.Port})
 }
@@ -123,6 +135,7 @@ func (m *metrics) forgetService(k serviceKey) {
 	m.errors.DeletePartialMatch(l)
 	m.staleSince.DeletePartialMatch(l)
 	m.latency.DeletePartialMatch(l)
+	m.dropped.DeletePartialMatch(l)
 }
 
 // getGauge reads a gauge's value.

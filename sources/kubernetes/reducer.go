@@ -3,6 +3,8 @@ package kubernetes
 import (
 	"cmp"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,33 +15,37 @@ import (
 	"github.com/disco-lb/disco/core"
 )
 
-// sliceData is what the source keeps of one EndpointSlice: its endpoints
-// as core endpoints, sorted by ID, with the slice's first port number. Views
-// publish these very endpoints (shared, never copied) when the port they
-// resolve is that number and no other slice lists the endpoint, so the source
-// keeps little beyond the state it publishes. Managed fields, owner
-// references, labels and the rest of the object are dropped on arrival.
+// sliceData is what the source keeps of one EndpointSlice: its endpoints as
+// core endpoints, one per address, sorted by address, with the slice's first
+// port number. Views publish these very endpoints (shared, never copied)
+// when the port they resolve is that number and the endpoint is not joined
+// with another family's, so the source keeps little beyond the state it
+// publishes. Managed fields, owner references, labels and the rest of the
+// object are dropped on arrival.
 type sliceData struct {
 	name    string
 	family  discoveryv1.AddressType
 	ports   []slicePort
-	eps     []*core.Endpoint // sorted by ID, IDs unique
+	eps     []*core.Endpoint // sorted by address (Addresses[0]), one per address
+	dropped []string         // endpoints left out as unusable, each with why
 	trigger time.Time        // endpoints.kubernetes.io/last-change-trigger-time, if any
 }
 
 type slicePort struct {
 	name string
-	port int32 // 0: unset ("all ports")
+	port int32 // 0: unset (the API's "all ports")
 }
 
-// get finds the slice's endpoint with the given ID.
-func (d *sliceData) get(id string) *core.Endpoint {
-	i, ok := slices.BinarySearchFunc(d.eps, id, func(e *core.Endpoint, id string) int { return strings.Compare(e.ID, id) })
+// get finds the slice's endpoint with the given address.
+func (d *sliceData) get(addr string) *core.Endpoint {
+	i, ok := slices.BinarySearchFunc(d.eps, addr, cmpAddr)
 	if !ok {
 		return nil
 	}
 	return d.eps[i]
 }
+
+func cmpAddr(e *core.Endpoint, addr string) int { return strings.Compare(e.Addresses[0], addr) }
 
 // shared pointers for conditions: endpoints never modify them.
 var (
@@ -102,9 +108,16 @@ func (in *interner) hintList(h []string) []string {
 // the change (pod update, service update) that caused the slice's update.
 const triggerAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
 
-// compact keeps what the source uses of s. Endpoints without an address are
-// dropped (the API server rejects them anyway); one endpoint listed twice in
-// a slice (same targetRef) is kept once with the union of its addresses.
+// compact keeps what the source uses of s, normalised the way the API
+// server accepts it and kube-proxy reads it:
+//
+//   - an endpoint is its first address (kube-proxy reads no other: the API
+//     defines no meaning for the rest); IP addresses in canonical form;
+//   - zone hints with an empty name are dropped, repeated ones kept once;
+//   - an address listed twice in the slice is one endpoint, by rank (see
+//     better);
+//   - an endpoint that is really unusable (no address, an address that is
+//     not an IP in an IPv4 or IPv6 slice) is left out and named in dropped.
 func compact(s *discoveryv1.EndpointSlice, in *interner) *sliceData {
 	d := &sliceData{name: s.Name, family: s.AddressType}
 	if v := s.Annotations[triggerAnnotation]; v != "" {
@@ -127,13 +140,35 @@ func compact(s *discoveryv1.EndpointSlice, in *interner) *sliceData {
 		d.ports = append(d.ports, sp)
 	}
 	d.eps = make([]*core.Endpoint, 0, len(s.Endpoints))
-	for _, e := range s.Endpoints {
+	ipFamily := s.AddressType == discoveryv1.AddressTypeIPv4 || s.AddressType == discoveryv1.AddressTypeIPv6
+	var buf [64]byte
+	for i, e := range s.Endpoints {
+		who := func() string {
+			w := fmt.Sprintf("endpoint %d", i)
+			if e.TargetRef != nil && e.TargetRef.Name != "" {
+				w += fmt.Sprintf(" (%s %s)", strings.ToLower(e.TargetRef.Kind), e.TargetRef.Name)
+			}
+			return w
+		}
 		if len(e.Addresses) == 0 {
+			d.dropped = append(d.dropped, who()+": no address")
 			continue
 		}
+		addrs := e.Addresses[:1:1] // the decoded object is dropped: no copy needed
+		if ipFamily {
+			ip, err := netip.ParseAddr(addrs[0])
+			if err != nil || (s.AddressType == discoveryv1.AddressTypeIPv4) != ip.Unmap().Is4() {
+				d.dropped = append(d.dropped, fmt.Sprintf("%s: address %q is not an %s address", who(), addrs[0], s.AddressType))
+				continue
+			}
+			if canon := ip.Unmap().AppendTo(buf[:0]); string(canon) != addrs[0] {
+				addrs = []string{string(canon)} // kube-proxy keys by the canonical form
+			}
+		}
+		addr := addrs[0]
 		ce := &core.Endpoint{
-			ID:        e.Addresses[0],
-			Addresses: e.Addresses, // the decoded object is dropped: no copy needed
+			ID:        addr,
+			Addresses: addrs,
 			Port:      uint16(basePort),
 			Conditions: core.Conditions{
 				Ready:       boolP(e.Conditions.Ready),
@@ -145,9 +180,11 @@ func compact(s *discoveryv1.EndpointSlice, in *interner) *sliceData {
 			Hostname: deref(e.Hostname),
 		}
 		if e.Hints != nil {
-			zones := make([]string, 0, len(e.Hints.ForZones))
+			var zones []string
 			for _, z := range e.Hints.ForZones {
-				zones = append(zones, z.Name)
+				if z.Name != "" && !slices.Contains(zones, z.Name) {
+					zones = append(zones, z.Name)
+				}
 			}
 			ce.ZoneHints = in.hintList(zones)
 		}
@@ -157,20 +194,16 @@ func compact(s *discoveryv1.EndpointSlice, in *interner) *sliceData {
 			}
 			ce.Name = ref.Name
 		}
+		if err := ce.Validate(); err != nil {
+			d.dropped = append(d.dropped, fmt.Sprintf("%s: %v", who(), err))
+			continue
+		}
 		d.eps = append(d.eps, ce)
 	}
-	slices.SortFunc(d.eps, func(a, b *core.Endpoint) int { return strings.Compare(a.ID, b.ID) })
-	d.eps = slices.CompactFunc(d.eps, func(a, b *core.Endpoint) bool {
-		if a.ID != b.ID {
-			return false
-		}
-		for _, addr := range b.Addresses {
-			if !slices.Contains(a.Addresses, addr) {
-				a.Addresses = append(slices.Clip(a.Addresses), addr)
-			}
-		}
-		return true
+	slices.SortStableFunc(d.eps, func(a, b *core.Endpoint) int {
+		return cmp.Or(strings.Compare(a.Addresses[0], b.Addresses[0]), better(a, b))
 	})
+	d.eps = slices.CompactFunc(d.eps, func(a, b *core.Endpoint) bool { return a.Addresses[0] == b.Addresses[0] })
 	return d
 }
 
@@ -181,11 +214,42 @@ func deref(s *string) string {
 	return *s
 }
 
-// resolvePort finds the port a slice offers for the target's port spec:
-// by number (it must be listed, unless the slice lists no port), by name
-// (only a listed name with a number counts), or, for an empty spec, the
-// slice's only port. ok is false when the slice has no such port and so
-// contributes nothing; ambiguous reports an empty spec with several ports.
+// condRank orders conditions as kube-proxy's EndpointSliceCache lets them
+// win when one address is listed more than once: a non-terminating entry
+// wins over a terminating one (kube-proxy: `!exists || !terminating`).
+// Within a class kube-proxy keeps whichever slice it read last, which is
+// arbitrary; disco is deterministic: ready first, then serving.
+func condRank(c core.Conditions) int {
+	r := 0
+	if c.IsTerminating() {
+		r += 4
+	}
+	if !c.IsReady() {
+		r += 2
+	}
+	if !c.IsServing() {
+		r++
+	}
+	return r
+}
+
+// better orders two entries for one address: the one that wins first.
+func better(a, b *core.Endpoint) int {
+	return cmp.Compare(condRank(a.Conditions), condRank(b.Conditions))
+}
+
+// resolvePort finds the port a slice offers for the target's port spec, by
+// kube-proxy's rules:
+//
+//   - by name: a listed port of that name with a number;
+//   - by number: a listed port with that number;
+//   - no spec: the slice's only port, if it has a number; several ports
+//     are ambiguous.
+//
+// A slice that lists no port defines none (the API says so, and kube-proxy
+// ignores it), and a listed port without a number (the API's "all ports")
+// is ignored as kube-proxy ignores it: neither contributes anything, never
+// a guessed port. ok is false when the slice has no such port.
 func resolvePort(spec string, ports []slicePort) (port int32, ok, ambiguous bool) {
 	if spec == "" {
 		switch {
@@ -197,12 +261,9 @@ func resolvePort(spec string, ports []slicePort) (port int32, ok, ambiguous bool
 		return 0, false, false
 	}
 	if n, err := strconv.Atoi(spec); err == nil {
-		if len(ports) == 0 {
-			return int32(n), true, false
-		}
 		for _, p := range ports {
-			if p.port == int32(n) {
-				return p.port, true, false
+			if p.port == int32(n) && n != 0 {
+				return int32(n), true, false
 			}
 		}
 		return 0, false, false
@@ -215,28 +276,53 @@ func resolvePort(spec string, ports []slicePort) (port int32, ok, ambiguous bool
 	return 0, false, false
 }
 
-// contribution is one slice's view of one endpoint.
+// contribution is one slice's entry for one address.
 type contribution struct {
-	slice  string
-	family discoveryv1.AddressType
-	port   int32
-	ep     *core.Endpoint
+	slice *sliceData
+	port  int32
+	ep    *core.Endpoint
+}
+
+// addrState is what a view knows of one address: how many contributing
+// slice entries list it, and the winning entry (its ID owns the address)
+// with the slice it is in. A slice replaced or deleted touches all its
+// addresses, so these pointers never outlive their slice.
+type addrState struct {
+	count uint16
+	win   *core.Endpoint
+	from  *sliceData
+}
+
+func (st addrState) owner() string {
+	if st.win == nil {
+		return ""
+	}
+	return st.win.ID
 }
 
 // view is the state of one target (one port spec) of a service, kept
-// incrementally: a slice change touches only that slice's endpoints. Its
-// index is a count per endpoint ID of the slices listing it; the slices
-// themselves are searched only for endpoints listed by two or more.
+// incrementally: a slice change touches only that slice's addresses.
+//
+// The rules (kube-proxy's, which keys endpoints by address):
+//
+//   - An address belongs to one endpoint. When several entries list it (an
+//     endpoint moving between slices, or an IP reused by a new pod while
+//     the old one terminates), the best by condRank wins (non-terminating
+//     before terminating), and the others are not published at all: a
+//     client reaching that IP reaches the winner.
+//   - The addresses an endpoint ID (a pod UID) wins are joined into one
+//     endpoint: a dual-stack pod's IPv4 and IPv6 slices give one endpoint
+//     with both addresses, IPv4 first.
 type view struct {
 	port      string
-	count     map[string]uint16 // endpoint ID -> number of contributing slices
-	ports     map[string]int32  // contributing slice -> the port it resolves to
-	ambiguous map[string]bool   // slices skipped: empty port spec, several ports
+	ports     map[string]int32 // contributing slice -> the port it resolves to
+	ambiguous map[string]bool  // slices skipped: empty port spec, several ports
+	addrs     map[string]addrState
 	set       core.Set
 }
 
 func newView(port string) *view {
-	return &view{port: port, count: map[string]uint16{}, ports: map[string]int32{}, ambiguous: map[string]bool{}}
+	return &view{port: port, ports: map[string]int32{}, ambiguous: map[string]bool{}, addrs: map[string]addrState{}}
 }
 
 // apply replaces the slice called name: old is what the view last saw of it
@@ -246,10 +332,10 @@ func (v *view) apply(all map[string]*sliceData, name string, old, cur *sliceData
 	var touched []string
 	if _, ok := v.ports[name]; ok && old != nil {
 		for _, e := range old.eps {
-			if v.count[e.ID]--; v.count[e.ID] == 0 {
-				delete(v.count, e.ID)
-			}
-			touched = append(touched, e.ID)
+			st := v.addrs[e.Addresses[0]]
+			st.count--
+			v.addrs[e.Addresses[0]] = st
+			touched = append(touched, e.Addresses[0])
 		}
 	}
 	delete(v.ports, name)
@@ -262,36 +348,89 @@ func (v *view) apply(all map[string]*sliceData, name string, old, cur *sliceData
 		if ok {
 			v.ports[name] = port
 			for _, e := range cur.eps {
-				v.count[e.ID]++
-				touched = append(touched, e.ID)
+				st := v.addrs[e.Addresses[0]]
+				st.count++
+				v.addrs[e.Addresses[0]] = st
+				touched = append(touched, e.Addresses[0])
 			}
 		}
 	}
 	slices.Sort(touched)
 	touched = slices.Compact(touched)
+
+	// Owners of the touched addresses: the endpoints to rebuild.
+	var ids []string
+	var gained map[string][]string // endpoint ID -> addresses it newly owns
+	for _, a := range touched {
+		st := v.addrs[a]
+		prev := st.owner()
+		if prev != "" {
+			ids = append(ids, prev)
+		}
+		if st.count == 0 {
+			delete(v.addrs, a)
+			continue
+		}
+		var win contribution
+		if st.count == 1 && cur != nil && v.ports[name] != 0 {
+			if e := cur.get(a); e != nil {
+				win = contribution{slice: cur, port: v.ports[name], ep: e}
+			}
+		}
+		if win.ep == nil {
+			win = best(v.gather(all, a))
+		}
+		st.win, st.from = win.ep, win.slice
+		v.addrs[a] = st
+		if owner := st.owner(); owner != prev {
+			ids = append(ids, owner)
+			if gained == nil {
+				gained = map[string][]string{}
+			}
+			gained[owner] = append(gained[owner], a)
+		}
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+
+	// Rebuild them: the entries of the addresses each still owns.
 	var put []*core.Endpoint
 	var drop []string
-	for _, id := range touched {
+	for _, id := range ids {
+		old, had := v.set.Get(id)
 		var m *core.Endpoint
-		switch n := v.count[id]; {
-		case n == 0:
-			if _, ok := v.set.Get(id); ok {
-				drop = append(drop, id)
+		if len(gained[id]) == 0 && had && len(old.Addresses) == 1 {
+			// The common case: one address, kept or lost.
+			if st, ok := v.addrs[old.Addresses[0]]; ok && st.owner() == id {
+				m = withPort(st.win, v.ports[st.from.name])
 			}
-			continue
-		case n == 1 && cur != nil && v.ports[name] != 0:
-			if e := cur.get(id); e != nil {
-				m = withPort(e, v.ports[name])
-				break
+		} else {
+			var cand []string
+			if had {
+				cand = append(cand, old.Addresses...)
 			}
-			fallthrough
+			cand = append(cand, gained[id]...)
+			var cs []contribution
+			for _, a := range cand {
+				st, ok := v.addrs[a]
+				if !ok || st.owner() != id || slices.ContainsFunc(cs, func(c contribution) bool { return c.ep.Addresses[0] == a }) {
+					continue
+				}
+				cs = append(cs, contribution{slice: st.from, port: v.ports[st.from.name], ep: st.win})
+			}
+			if len(cs) > 0 {
+				m = join(id, cs)
+			}
+		}
+		switch {
+		case m == nil && had:
+			drop = append(drop, id)
+		case m == nil:
+		case had && (old == m || old.Equal(m)):
+			// keep the published pointer: no change
 		default:
-			m = merge(id, v.gather(all, id))
+			put = append(put, m)
 		}
-		if old, ok := v.set.Get(id); ok && (old == m || old.Equal(m)) {
-			continue // keep the published pointer: no change
-		}
-		put = append(put, m)
 	}
 	if len(put) == 0 && len(drop) == 0 {
 		return false, nil
@@ -304,20 +443,28 @@ func (v *view) apply(all map[string]*sliceData, name string, old, cur *sliceData
 	return true, nil
 }
 
-// gather finds every contribution to endpoint id among the contributing
+// gather finds every contribution to address a among the contributing
 // slices (a binary search in each).
-func (v *view) gather(all map[string]*sliceData, id string) []contribution {
+func (v *view) gather(all map[string]*sliceData, a string) []contribution {
 	var cs []contribution
 	for name, port := range v.ports {
 		d := all[name]
 		if d == nil {
 			continue
 		}
-		if e := d.get(id); e != nil {
-			cs = append(cs, contribution{slice: name, family: d.family, port: port, ep: e})
+		if e := d.get(a); e != nil {
+			cs = append(cs, contribution{slice: d, port: port, ep: e})
 		}
 	}
 	return cs
+}
+
+// best returns the winning contribution for one address: by condRank,
+// then by slice name, so that the choice does not depend on map order.
+func best(cs []contribution) contribution {
+	return slices.MinFunc(cs, func(a, b contribution) int {
+		return cmp.Or(better(a.ep, b.ep), strings.Compare(a.slice.name, b.slice.name))
+	})
 }
 
 // withPort returns e itself when it already has the port, else a copy.
@@ -356,45 +503,29 @@ func familyRank(f discoveryv1.AddressType) int {
 	}
 }
 
-func condRank(c core.Conditions) int {
-	switch {
-	case c.IsReady():
-		return 0
-	case c.IsServing():
-		return 1
-	default:
-		return 2
-	}
-}
-
-// merge joins the contributions of one endpoint: a dual-stack pod's IPv4 and
-// IPv6 slices, or one endpoint listed in two slices during an update. The
-// best contribution (ready before serving before the rest, IPv4 before IPv6,
-// then by slice name) gives conditions, port and location; addresses are the
-// union in that order.
-func merge(id string, cs []contribution) *core.Endpoint {
+// join makes one endpoint of the addresses one ID won: a dual-stack pod's
+// IPv4 and IPv6 entries. Addresses go IPv4 first; the best entry (by
+// condRank, IPv4 first among equals) gives conditions, port and location.
+// A single entry is published as it is (shared).
+func join(id string, cs []contribution) *core.Endpoint {
 	slices.SortFunc(cs, func(a, b contribution) int {
-		return cmp.Or(cmp.Compare(familyRank(a.family), familyRank(b.family)), strings.Compare(a.slice, b.slice))
+		return cmp.Or(cmp.Compare(familyRank(a.slice.family), familyRank(b.slice.family)), strings.Compare(a.ep.Addresses[0], b.ep.Addresses[0]))
 	})
-	best := cs[0]
+	top := cs[0]
 	for _, c := range cs[1:] {
-		if condRank(c.ep.Conditions) < condRank(best.ep.Conditions) {
-			best = c
+		if better(c.ep, top.ep) < 0 {
+			top = c
 		}
 	}
 	if len(cs) == 1 {
-		return withPort(best.ep, best.port)
+		return withPort(top.ep, top.port)
 	}
-	e := *best.ep
+	e := *top.ep
 	e.ID = id
-	e.Port = uint16(best.port)
-	e.Addresses = nil
+	e.Port = uint16(top.port)
+	e.Addresses = make([]string, 0, len(cs))
 	for _, c := range cs {
-		for _, a := range c.ep.Addresses {
-			if !slices.Contains(e.Addresses, a) {
-				e.Addresses = append(e.Addresses, a)
-			}
-		}
+		e.Addresses = append(e.Addresses, c.ep.Addresses[0])
 		if e.Name == "" {
 			e.Name = c.ep.Name
 		}
@@ -409,4 +540,17 @@ func merge(id string, cs []contribution) *core.Endpoint {
 		}
 	}
 	return &e
+}
+
+// dropped returns what the contributing slices left out, for an error.
+func (v *view) dropped(all map[string]*sliceData) []string {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(v.ports)) {
+		if d := all[name]; d != nil {
+			for _, why := range d.dropped {
+				out = append(out, "slice "+name+" "+why)
+			}
+		}
+	}
+	return out
 }

@@ -185,9 +185,12 @@ func TestReducer(t *testing.T) {
 		{name: "port by number must be listed", port: "8080",
 			ops:  []op{{s: mkSlice("s1", v4, []discoveryv1.EndpointPort{port("http", 8080)}, a)}, {s: mkSlice("s2", v4, grpc, b)}},
 			want: "uid-a=10.244.1.1:8080"},
-		{name: "port by number on a slice that lists no port", port: "7000",
+		{name: "a slice that lists no port contributes nothing (kube-proxy)", port: "7000",
 			ops:  []op{{s: mkSlice("s1", v4, nil, a)}},
-			want: "uid-a=10.244.1.1:7000"},
+			want: ""},
+		{name: "a port without a number contributes nothing (kube-proxy)", port: "7000",
+			ops:  []op{{s: mkSlice("s1", v4, []discoveryv1.EndpointPort{port("grpc", 0)}, a)}},
+			want: ""},
 		{name: "no port in the target: the slice's only port", port: "",
 			ops:  []op{{s: mkSlice("s1", v4, grpc, a)}},
 			want: "uid-a=10.244.1.1:50051"},
@@ -217,6 +220,36 @@ func TestReducer(t *testing.T) {
 				{s: mkSlice("s1", v4, grpc, ep{uid: "uid-a", addrs: []string{"10.244.1.1"}, ready: no})},
 				{s: mkSlice("s2", v4, grpc, a)},
 			},
+			want: "uid-a=10.244.1.1:50051"},
+		{name: "one address in two slices: not terminating wins over terminating (kube-proxy)", port: "grpc",
+			ops: []op{
+				{s: mkSlice("s1", v4, grpc, ep{uid: "uid-a", addrs: []string{"10.244.1.1"}, ready: no})},
+				{s: mkSlice("s2", v4, grpc, ep{uid: "uid-a", addrs: []string{"10.244.1.1"}, ready: no, serving: yes, term: yes})},
+			},
+			want: "uid-a=10.244.1.1:50051!r"},
+		{name: "IP reuse: the new pod owns the address, the old one is gone (kube-proxy)", port: "grpc",
+			ops: []op{
+				{s: mkSlice("s1", v4, grpc, ep{uid: "old", pod: "greeter-old", addrs: []string{"10.244.1.1"}, ready: no, serving: yes, term: yes})},
+				{s: mkSlice("s2", v4, grpc, ep{uid: "new", pod: "greeter-new", addrs: []string{"10.244.1.1"}, ready: no})},
+			},
+			want: "new=10.244.1.1:50051!r"},
+		{name: "IP reuse: the old pod's address returns to it when the new one goes", port: "grpc",
+			ops: []op{
+				{s: mkSlice("s1", v4, grpc, ep{uid: "old", addrs: []string{"10.244.1.1"}, ready: no, serving: yes, term: yes})},
+				{s: mkSlice("s2", v4, grpc, ep{uid: "new", addrs: []string{"10.244.1.1"}, ready: no})},
+				{del: "s2"},
+			},
+			want: "old=10.244.1.1:50051!rT"},
+		{name: "only the first address of an endpoint counts (kube-proxy)", port: "grpc",
+			ops:  []op{{s: mkSlice("s1", v4, grpc, ep{uid: "uid-a", addrs: []string{"10.244.1.1", "10.244.1.1", "10.244.1.9"}})}},
+			want: "uid-a=10.244.1.1:50051"},
+		{name: "an address listed twice in one slice: not terminating wins", port: "grpc",
+			ops: []op{{s: mkSlice("s1", v4, grpc,
+				ep{uid: "old", addrs: []string{"10.244.1.1"}, ready: no, serving: yes, term: yes},
+				ep{uid: "new", addrs: []string{"10.244.1.1"}, ready: no})}},
+			want: "new=10.244.1.1:50051!r"},
+		{name: "empty zone hints are dropped, the endpoint kept", port: "grpc",
+			ops:  []op{{s: mkSlice("s1", v4, grpc, ep{uid: "uid-a", addrs: []string{"10.244.1.1"}, hints: []string{"", "zone-a", "zone-a"}})}},
 			want: "uid-a=10.244.1.1:50051"},
 		{name: "FQDN slices are handled: the name is the address", port: "grpc",
 			ops:  []op{{s: mkSlice("f", discoveryv1.AddressTypeFQDN, grpc, ep{addrs: []string{"greeter.example.com"}})}},
@@ -310,8 +343,8 @@ func TestReducerKeepsPointersOfUnchangedEndpoints(t *testing.T) {
 // FuzzReducer applies random slice upserts and deletes (endpoints moving
 // between slices, dual stack, duplicates, ports appearing and going) and
 // checks that the incrementally kept set always equals one computed from
-// scratch from the current slices, and that an endpoint is present exactly
-// when some slice offering the port lists it.
+// scratch from the current slices, and that every address a slice offering
+// the port lists is published exactly once.
 func FuzzReducer(f *testing.F) {
 	f.Add(uint64(1), uint8(30))
 	f.Add(uint64(42), uint8(200))
@@ -366,20 +399,28 @@ func FuzzReducer(f *testing.F) {
 			if !fresh.v.set.Equal(v.set) {
 				t.Fatalf("incremental %q\nfrom scratch %q", render(v.set), render(fresh.v.set))
 			}
+			// Every address a contributing slice lists is published exactly
+			// once (by the endpoint that owns it).
 			want := map[string]bool{}
 			for _, d := range cur {
 				if _, ok, _ := resolvePort(spec, d.ports); ok {
 					for _, e := range d.eps {
-						want[e.ID] = true
+						want[e.Addresses[0]] = true
 					}
 				}
 			}
-			if len(want) != v.set.Len() {
-				t.Fatalf("%d endpoints, want %d", v.set.Len(), len(want))
+			got := map[string]int{}
+			for e := range v.set.All() {
+				for _, a := range e.Addresses {
+					got[a]++
+				}
 			}
-			for k := range want {
-				if _, ok := v.set.Get(k); !ok {
-					t.Fatalf("endpoint %s missing", k)
+			if len(got) != len(want) {
+				t.Fatalf("%d addresses published, want %d", len(got), len(want))
+			}
+			for a, n := range got {
+				if !want[a] || n != 1 {
+					t.Fatalf("address %s published %d times (listed: %v)", a, n, want[a])
 				}
 			}
 		}

@@ -5,24 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
 
 	"github.com/disco-lb/disco/core"
 )
@@ -37,6 +37,7 @@ type options struct {
 	selector      string
 	serviceLookup bool
 	recheck       time.Duration
+	backoff       core.Backoff
 }
 
 // WithNamespace sets the namespace of targets that name none. Default: the
@@ -63,11 +64,33 @@ func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { 
 // consider only slices managed by one controller).
 func WithLabelSelector(sel string) Option { return func(o *options) { o.selector = sel } }
 
-// WithServiceLookup turns the Service check on (the default) or off. On: a
-// service with no slice is looked up, and a missing Service makes the target
-// fail with core.ErrNotFound (needs `get` on services; without that
-// permission, or with the check off, it is "empty and synced").
+// WithServiceLookup turns the Service check on (the default) or off. On,
+// the source watches the target's Service itself (list and watch on
+// services, for that one name): a Service that does not exist, or is
+// deleted, is a core.ErrNotFound with no endpoints, whatever slices remain
+// (the garbage collector deletes them after the Service), and one created
+// later is noticed at once. Without list/watch permission it falls back to
+// get every WithServiceRecheck interval; without get, or with the check
+// off, a service without slices is "empty and synced".
 func WithServiceLookup(on bool) Option { return func(o *options) { o.serviceLookup = on } }
+
+// WithServiceRecheck sets how often the Service is looked up with get when
+// the source may not list and watch services (default 10s).
+func WithServiceRecheck(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.recheck = d
+		}
+	}
+}
+
+// WithBackoff sets the bounds of the jittered backoff between failed lists
+// and watches (default 800ms to 30s, client-go's). Whatever backoff has
+// built up, the source relists within about half a second of the API
+// server answering its readiness probe again.
+func WithBackoff(min, max time.Duration) Option {
+	return func(o *options) { o.backoff = core.Backoff{Min: min, Max: max} }
+}
 
 // LoadConfig finds the API server the way kubectl does: the kubeconfig file
 // at path if given, else $KUBECONFIG or ~/.kube/config, else the in-cluster
@@ -123,7 +146,8 @@ func New(cfg *rest.Config, opts ...Option) (*Source, error) {
 // NewForClient returns a source over an existing clientset (tests use the
 // fake one); New is the usual constructor.
 func NewForClient(client k8s.Interface, opts ...Option) (*Source, error) {
-	o := options{log: zap.NewNop(), serviceLookup: true, recheck: 30 * time.Second}
+	o := options{log: zap.NewNop(), serviceLookup: true, recheck: 10 * time.Second,
+		backoff: core.Backoff{Min: 800 * time.Millisecond, Max: 30 * time.Second}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -179,9 +203,11 @@ func (s *Source) Watch(ctx context.Context, t core.Target, pub core.Publisher) e
 	return nil
 }
 
-// serviceSlices runs one reflector over the slices of one service and keeps
-// a view per watched target (port). It is the reflector's store: the
-// reflector calls Add/Update/Delete/Replace from its goroutine, in order.
+// serviceSlices watches the EndpointSlices of one service (and the Service
+// itself) and keeps a view per watched target (port). It runs its own
+// list-and-watch loops rather than client-go's Reflector, to control what a
+// failure means: the state goes stale at once, and a recovered API server
+// is relisted as soon as it answers, whatever backoff had built up.
 type serviceSlices struct {
 	src *Source
 	key serviceKey
@@ -189,34 +215,47 @@ type serviceSlices struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
-	lookup chan struct{} // wakes the service-existence checker
 
 	mu      sync.Mutex
 	in      *interner
 	slices  map[string]*sliceData
-	synced  bool // a list has been applied
-	failing error
-	missing error // the Service is known not to exist
-	checked bool  // existence known for the current empty state
+	synced  bool  // a list of slices has been applied
+	failing error // the slices' list or watch is failing
+	svc     svcState
+	svcErr  error // the Service's lookup is failing
 	views   map[*targetView]struct{}
 }
 
+// svcState is what the source knows of the Service object.
+type svcState int
+
+const (
+	svcUnknown   svcState = iota // not yet looked up
+	svcExists                    // it exists
+	svcMissing                   // it does not exist
+	svcUnchecked                 // no lookup: off, or not allowed
+)
+
 type targetView struct {
-	t   core.Target
-	pub core.Publisher
-	v   *view
+	t         core.Target
+	pub       core.Publisher
+	v         *view
+	published bool // a synced state has been published
 }
 
 func newServiceSlices(s *Source, k serviceKey) *serviceSlices {
-	return &serviceSlices{
+	ss := &serviceSlices{
 		src: s, key: k,
 		log:    s.opts.log.With(zap.String("namespace", k.namespace), zap.String("service", k.name)),
 		done:   make(chan struct{}),
-		lookup: make(chan struct{}, 1),
 		in:     newInterner(),
 		slices: map[string]*sliceData{},
 		views:  map[*targetView]struct{}{},
 	}
+	if !s.opts.serviceLookup {
+		ss.svc = svcUnchecked
+	}
+	return ss
 }
 
 func (ss *serviceSlices) selector() string {
@@ -230,55 +269,11 @@ func (ss *serviceSlices) selector() string {
 func (ss *serviceSlices) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	ss.cancel = cancel
-	slicesAPI := ss.src.client.DiscoveryV1().EndpointSlices(ss.key.namespace)
-	calls := 0 // watch calls; only the reflector's goroutine touches it
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.LabelSelector = ss.selector()
-			l, err := slicesAPI.List(ctx, o)
-			if err != nil {
-				ss.fail("list", err)
-			}
-			return l, err
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.LabelSelector = ss.selector()
-			if calls++; calls > 1 {
-				// Every watch after the first: client-go turns EOFs and
-				// timeouts into empty watches, so a dead connection would go
-				// unnoticed. Check the API server answers (a list served
-				// from its cache, limit 1).
-				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				_, err := slicesAPI.List(pctx, metav1.ListOptions{LabelSelector: o.LabelSelector, Limit: 1, ResourceVersion: "0"})
-				cancel()
-				if err != nil {
-					ss.fail("list", err)
-					return nil, err
-				}
-				// After a failure, reconcile with a complete list before the
-				// state is fresh again: a watch-list ends in one, a plain
-				// resumed watch is turned into a relist.
-				listing := o.SendInitialEvents != nil && *o.SendInitialEvents
-				if !listing && ss.isFailing() {
-					return nil, apierrors.NewResourceExpired("disco: relisting to reconcile after a failure")
-				}
-			}
-			w, err := slicesAPI.Watch(ctx, o)
-			if err != nil {
-				ss.fail("watch", err)
-			}
-			return w, err
-		},
-	}
-	discard := logr.Discard() // errors are classified and logged by fail
-	r := cache.NewReflectorWithOptions(lw, &discoveryv1.EndpointSlice{}, ss, cache.ReflectorOptions{
-		Name: "disco " + ss.key.namespace + "/" + ss.key.name, Logger: &discard,
-	})
 	ss.log.Info("kubernetes: watching endpointslices", zap.String("selector", ss.selector()))
 	var wg sync.WaitGroup
-	wg.Go(func() { r.RunWithContext(klog.NewContext(ctx, discard)) })
+	wg.Go(func() { ss.loop(ctx, ss.sliceLoop()) })
 	if ss.src.opts.serviceLookup {
-		wg.Go(func() { ss.checkService(ctx) })
+		wg.Go(func() { ss.watchService(ctx) })
 	}
 	go func() { wg.Wait(); close(ss.done) }()
 }
@@ -288,6 +283,249 @@ func (ss *serviceSlices) stop() {
 	<-ss.done
 	ss.src.metrics.forgetService(ss.key)
 	ss.log.Info("kubernetes: stopped watching endpointslices")
+}
+
+// listWatch is one resource a loop follows.
+type listWatch struct {
+	resource string
+	list     func(ctx context.Context) (items []runtime.Object, rv string, err error)
+	probe    func(ctx context.Context) error // a cheap list (limit 1, from the cache)
+	watch    func(ctx context.Context, rv string) (watch.Interface, error)
+	replace  func(items []runtime.Object)
+	event    func(t watch.EventType, obj runtime.Object)
+	fail     func(verb string, err error) // also ends with stop() true to end the loop
+	stop     func(err error) bool         // an error after which the loop gives up (nil: never)
+}
+
+// loop lists, then watches from the list's resource version, applying
+// every event; a watch that ends is resumed from the last version, a 410
+// Gone relists at once, and a failure marks the state stale and relists
+// after a jittered backoff (so the state is reconciled exactly before it is
+// fresh again).
+func (ss *serviceSlices) loop(ctx context.Context, lw listWatch) {
+	rv := ""
+	attempt, short := 0, 0
+	for ctx.Err() == nil {
+		if rv == "" {
+			items, v, err := lw.list(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				lw.fail("list", err)
+				if lw.stop != nil && lw.stop(err) {
+					return
+				}
+				if !ss.wait(ctx, attempt, err) {
+					return
+				}
+				attempt++
+				continue
+			}
+			lw.replace(items)
+			rv, attempt = v, 0
+		}
+		w, err := lw.watch(ctx, rv)
+		if ctx.Err() != nil {
+			if err == nil {
+				w.Stop()
+			}
+			return
+		}
+		if err != nil {
+			if isGone(err) {
+				rv = ""
+				continue
+			}
+			lw.fail("watch", err)
+			if lw.stop != nil && lw.stop(err) {
+				return
+			}
+			rv = "" // reconcile with a complete list before the state is fresh again
+			if !ss.wait(ctx, attempt, err) {
+				return
+			}
+			attempt++
+			continue
+		}
+		began := time.Now()
+		next, events, err := ss.consume(ctx, w, rv, lw)
+		w.Stop()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && events == 0 && time.Since(began) < time.Second {
+			// client-go turns a broken connection (EOF, reset, timeout) into
+			// a watch that ends at once: ask the server whether it answers.
+			if err = lw.probe(ctx); err == nil {
+				short++
+			}
+		} else {
+			short = 0
+		}
+		switch {
+		case err == nil && short > 3:
+			// Watches keep ending at once although the server answers:
+			// back off rather than spin.
+			rv = next
+			if !ss.wait(ctx, attempt, errShortWatches) {
+				return
+			}
+			attempt++
+		case err == nil:
+			rv = next // the watch ended (timeout, or the connection went): resume
+		case isGone(err):
+			rv = ""
+		default:
+			lw.fail("watch", err)
+			rv = ""
+			if !ss.wait(ctx, attempt, err) {
+				return
+			}
+			attempt++
+		}
+	}
+}
+
+// errShortWatches: watches end at once although the server answers.
+var errShortWatches = apierrors.NewServiceUnavailable("watches end at once")
+
+// consume applies a watch's events until it ends; it returns the last
+// resource version seen, how many events came, and the error of an ERROR
+// event.
+func (ss *serviceSlices) consume(ctx context.Context, w watch.Interface, rv string, lw listWatch) (string, int, error) {
+	events := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return rv, events, nil
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return rv, events, nil
+			}
+			events++
+			switch ev.Type {
+			case watch.Error:
+				return rv, events, apierrors.FromObject(ev.Object)
+			case watch.Bookmark:
+			default:
+				lw.event(ev.Type, ev.Object)
+			}
+			if m, err := meta.Accessor(ev.Object); err == nil && m.GetResourceVersion() != "" {
+				rv = m.GetResourceVersion()
+			}
+		}
+	}
+}
+
+func isGone(err error) bool {
+	return apierrors.IsResourceExpired(err) || apierrors.IsGone(err)
+}
+
+// answered reports whether err came from an API server that answered (an
+// HTTP status), rather than from one that could not be reached.
+func answered(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false // connection refused, reset, EOF, timeout
+	}
+	// 503 is what a starting or stopping server answers: probe for it.
+	return !apierrors.IsServiceUnavailable(err)
+}
+
+// wait waits out the backoff before retry number attempt. When the last
+// error says the API server could not be reached, it probes the server's
+// /readyz every few hundred milliseconds meanwhile and returns as soon as
+// it answers, so a recovered server is relisted at once whatever backoff had
+// built up; a server that answered with an error is left alone for the whole
+// backoff. It returns false when ctx ends.
+func (ss *serviceSlices) wait(ctx context.Context, attempt int, err error) bool {
+	deadline := time.Now().Add(ss.src.opts.backoff.Delay(attempt))
+	probe := !answered(err)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true
+		}
+		step := left
+		if probe {
+			step = min(left, 200*time.Millisecond+rand.N(200*time.Millisecond))
+		}
+		t := time.NewTimer(step)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+		if probe && ss.src.ready(ctx) {
+			return true
+		}
+	}
+}
+
+// sliceLoop follows the service's EndpointSlices.
+func (ss *serviceSlices) sliceLoop() listWatch {
+	api := ss.src.client.DiscoveryV1().EndpointSlices(ss.key.namespace)
+	lw := listWatch{
+		resource: "endpointslices.discovery.k8s.io",
+		replace:  ss.replace,
+		event: func(t watch.EventType, obj runtime.Object) {
+			s, ok := obj.(*discoveryv1.EndpointSlice)
+			if !ok {
+				return
+			}
+			ss.mu.Lock()
+			defer ss.mu.Unlock()
+			if t == watch.Deleted {
+				ss.src.metrics.event(ss.key, "delete")
+				if _, ok := ss.slices[s.Name]; ok {
+					ss.change(s.Name, nil, false)
+				}
+				return
+			}
+			ss.src.metrics.event(ss.key, "update")
+			ss.change(s.Name, compact(s, ss.in), false)
+		},
+		fail: ss.fail,
+	}
+	bind(&lw, api.List, api.Watch, metav1.ListOptions{LabelSelector: ss.selector()})
+	return lw
+}
+
+// bind sets a listWatch's list, probe and watch to the calls of a typed
+// client with opts (a label or field selector).
+func bind[L runtime.Object](lw *listWatch, list func(context.Context, metav1.ListOptions) (L, error),
+	watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), opts metav1.ListOptions) {
+	lw.list = func(ctx context.Context) ([]runtime.Object, string, error) {
+		l, err := list(ctx, opts)
+		if err != nil {
+			return nil, "", err
+		}
+		items, err := meta.ExtractList(l)
+		if err != nil {
+			return nil, "", err
+		}
+		la, err := meta.ListAccessor(l)
+		if err != nil {
+			return nil, "", err
+		}
+		return items, la.GetResourceVersion(), nil
+	}
+	lw.probe = func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		o := opts
+		o.Limit, o.ResourceVersion = 1, "0" // one object, from the API server's cache
+		_, err := list(ctx, o)
+		return err
+	}
+	lw.watch = func(ctx context.Context, rv string) (watch.Interface, error) {
+		o := opts
+		timeout := int64(300 + rand.IntN(300)) // as client-go: 5 to 10 minutes
+		o.ResourceVersion, o.AllowWatchBookmarks, o.TimeoutSeconds = rv, true, &timeout
+		return watchFn(ctx, o)
+	}
 }
 
 // addView starts serving target t through pub, from the slices known now.
@@ -301,12 +539,7 @@ func (ss *serviceSlices) addView(t core.Target, pub core.Publisher) *targetView 
 		}
 	}
 	ss.views[tv] = struct{}{}
-	if ss.synced {
-		ss.publishLocked(tv, time.Time{})
-	}
-	if ss.failing != nil {
-		pub.Fail(ss.failing)
-	}
+	ss.publishLocked(tv, time.Time{})
 	return tv
 }
 
@@ -317,30 +550,54 @@ func (ss *serviceSlices) removeView(tv *targetView) {
 	ss.src.metrics.forgetTarget(tv.t)
 }
 
-// publishLocked publishes a view's state: its set, or the reason it has
-// none (ambiguous port, missing Service). trigger, if set, is when the
-// change that caused this began (for the latency histogram).
+// publishLocked tells a view's publisher the view's state: its set, fresh
+// or stale, or why there is none. trigger, if set, is when the change that
+// caused this began (for the latency histogram).
 func (ss *serviceSlices) publishLocked(tv *targetView, trigger time.Time) {
+	if !ss.synced {
+		if ss.failing != nil {
+			tv.pub.Fail(ss.failing)
+		}
+		return
+	}
+	switch ss.svc {
+	case svcUnknown:
+		if ss.svcErr != nil {
+			tv.pub.Fail(ss.svcErr) // not an empty answer: unavailable until known
+		}
+		return
+	case svcMissing:
+		err := fmt.Errorf("kubernetes: service %s/%s not found: %w", ss.key.namespace, ss.key.name, core.ErrNotFound)
+		if tv.published {
+			tv.pub.PublishStale(core.Set{}, err) // deleted: no endpoints, whatever slices remain
+		} else {
+			tv.pub.Fail(err)
+		}
+		return
+	}
 	if err := tv.v.ambiguity(); err != nil && tv.v.set.Len() == 0 {
 		tv.pub.Fail(err)
 		return
 	}
-	if len(ss.slices) == 0 && ss.src.opts.serviceLookup {
-		if ss.missing != nil {
-			tv.pub.Fail(ss.missing)
-			return
-		}
-		if !ss.checked {
-			return // the checker publishes once it knows whether the Service exists
-		}
+	tv.published = true
+	if dropped := tv.v.dropped(ss.slices); len(dropped) > 0 {
+		tv.pub.PublishStale(tv.v.set, fmt.Errorf("kubernetes: service %s/%s: %d unusable endpoints left out: %s: %w",
+			ss.key.namespace, ss.key.name, len(dropped), strings.Join(dropped, "; "), core.ErrInvalid))
+	} else {
+		tv.pub.Publish(tv.v.set)
 	}
-	tv.pub.Publish(tv.v.set)
 	ss.src.metrics.published(tv.t, tv.v.set, trigger)
 }
 
+func (ss *serviceSlices) publishAllLocked() {
+	for tv := range ss.views {
+		ss.publishLocked(tv, time.Time{})
+	}
+}
+
 // change applies a slice change to every view and publishes those that
-// changed (all of them when refresh is set, e.g. after a relist).
-func (ss *serviceSlices) change(name string, d *sliceData, refresh bool) {
+// changed.
+func (ss *serviceSlices) change(name string, d *sliceData, _ bool) {
 	trigger := time.Time{}
 	if d != nil {
 		trigger = d.trigger
@@ -351,11 +608,7 @@ func (ss *serviceSlices) change(name string, d *sliceData, refresh bool) {
 	} else {
 		ss.slices[name] = d
 	}
-	if len(ss.slices) == 0 {
-		ss.wakeLookupLocked()
-	} else {
-		ss.missing = nil
-	}
+	ss.countDroppedLocked()
 	for tv := range ss.views {
 		changed, err := tv.v.apply(ss.slices, name, old, d)
 		if err != nil {
@@ -363,70 +616,30 @@ func (ss *serviceSlices) change(name string, d *sliceData, refresh bool) {
 			tv.pub.Fail(err)
 			continue
 		}
-		if ss.synced && (changed || refresh) {
+		invalidChanged := (old != nil && len(old.dropped) > 0) || (d != nil && len(d.dropped) > 0)
+		if ss.synced && (changed || invalidChanged) {
 			ss.publishLocked(tv, trigger)
 		}
 	}
 }
 
-// wakeLookupLocked asks the checker whether the Service of an empty service
-// exists; until it answers, views of it publish nothing.
-func (ss *serviceSlices) wakeLookupLocked() {
-	ss.checked = false
-	select {
-	case ss.lookup <- struct{}{}:
-	default:
+func (ss *serviceSlices) countDroppedLocked() {
+	n := 0
+	for _, d := range ss.slices {
+		n += len(d.dropped)
 	}
+	ss.src.metrics.unusable(ss.key, n)
 }
 
-// Add implements cache.ReflectorStore.
-func (ss *serviceSlices) Add(obj any) error { return ss.Update(obj) }
-
-// Update implements cache.ReflectorStore.
-func (ss *serviceSlices) Update(obj any) error {
-	s, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok {
-		return fmt.Errorf("kubernetes: unexpected object %T", obj)
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.src.metrics.event(ss.key, "update")
-	ss.change(s.Name, compact(s, ss.in), false)
-	return nil
-}
-
-// Delete implements cache.ReflectorStore.
-func (ss *serviceSlices) Delete(obj any) error {
-	var name string
-	switch o := obj.(type) {
-	case *discoveryv1.EndpointSlice:
-		name = o.Name
-	case cache.DeletedFinalStateUnknown:
-		_, name, _ = strings.Cut(o.Key, "/")
-	default:
-		return fmt.Errorf("kubernetes: unexpected object %T", obj)
-	}
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.src.metrics.event(ss.key, "delete")
-	if _, ok := ss.slices[name]; ok {
-		ss.change(name, nil, false)
-	}
-	return nil
-}
-
-// Replace implements cache.ReflectorStore: a complete list (initial, or a
-// relist after a broken watch or 410 Gone). The state is reconciled to
-// exactly the list: slices not in it are removed, so no ghost survives, and
-// the target is fresh again.
-func (ss *serviceSlices) Replace(list []any, _ string) error {
-	next := make(map[string]*discoveryv1.EndpointSlice, len(list))
-	for _, obj := range list {
-		s, ok := obj.(*discoveryv1.EndpointSlice)
-		if !ok {
-			return fmt.Errorf("kubernetes: unexpected object %T", obj)
+// replace applies a complete list (initial, or a relist after a failure or
+// 410 Gone): the state is reconciled to exactly the list, so no ghost
+// survives, and it is fresh again.
+func (ss *serviceSlices) replace(items []runtime.Object) {
+	next := make(map[string]*discoveryv1.EndpointSlice, len(items))
+	for _, obj := range items {
+		if s, ok := obj.(*discoveryv1.EndpointSlice); ok {
+			next[s.Name] = s
 		}
-		next[s.Name] = s
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -441,47 +654,21 @@ func (ss *serviceSlices) Replace(list []any, _ string) error {
 	for _, name := range slices.Sorted(maps.Keys(next)) {
 		ss.change(name, compact(next[name], ss.in), false)
 	}
-	if len(ss.slices) == 0 {
-		ss.wakeLookupLocked()
-	}
 	ss.synced, ss.failing = true, nil
 	if !wasSynced {
 		ss.log.Info("kubernetes: synced", zap.Int("slices", len(ss.slices)))
 	} else if wasFailing != nil {
 		ss.log.Info("kubernetes: watch recovered; state reconciled", zap.Int("slices", len(ss.slices)))
 	}
-	for tv := range ss.views {
-		ss.publishLocked(tv, time.Time{})
-	}
-	return nil
+	ss.publishAllLocked()
 }
 
-// Resync implements cache.ReflectorStore (no periodic resync is configured).
-func (ss *serviceSlices) Resync() error { return nil }
-
-func (ss *serviceSlices) isFailing() bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	return ss.failing != nil
-}
-
-// fail classifies a list or watch error and marks every target of the
-// service stale (the last good state stays).
+// fail classifies a list or watch error of the slices and marks every
+// target of the service stale (the last good state stays).
 func (ss *serviceSlices) fail(verb string, err error) {
-	if errors.Is(err, context.Canceled) {
+	e := ss.classify(verb, "endpointslices.discovery.k8s.io", "list and watch", err)
+	if e == nil {
 		return
-	}
-	var e error
-	res := "endpointslices.discovery.k8s.io"
-	switch {
-	case apierrors.IsForbidden(err):
-		e = fmt.Errorf("kubernetes: forbidden to %s %s in namespace %s: grant verbs list and watch on endpointslices (apiGroup discovery.k8s.io) to this client's ServiceAccount with a Role (see README, RBAC): %v: %w",
-			verb, res, ss.key.namespace, err, core.ErrForbidden)
-	case apierrors.IsUnauthorized(err):
-		e = fmt.Errorf("kubernetes: %s %s in namespace %s: credentials rejected (expired or wrong token?): %v: %w",
-			verb, res, ss.key.namespace, err, core.ErrForbidden)
-	default:
-		e = fmt.Errorf("kubernetes: %s %s in namespace %s: %v: %w", verb, res, ss.key.namespace, err, core.ErrUnavailable)
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -495,49 +682,127 @@ func (ss *serviceSlices) fail(verb string, err error) {
 	}
 }
 
-// checkService looks the Service up whenever the service has no slice, so a
-// missing Service is an error rather than an empty set, and looks again
-// every recheck interval while it is missing.
-func (ss *serviceSlices) checkService(ctx context.Context) {
+// classify turns an API error into a core error that says what to do.
+func (ss *serviceSlices) classify(verb, resource, grant string, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	switch {
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("kubernetes: forbidden to %s %s in namespace %s: grant verbs %s on %s to this client's ServiceAccount with a Role (see README, RBAC): %v: %w",
+			verb, resource, ss.key.namespace, grant, resource, err, core.ErrForbidden)
+	case apierrors.IsUnauthorized(err):
+		return fmt.Errorf("kubernetes: %s %s in namespace %s: credentials rejected (expired or wrong token?): %v: %w",
+			verb, resource, ss.key.namespace, err, core.ErrForbidden)
+	default:
+		return fmt.Errorf("kubernetes: %s %s in namespace %s: %v: %w", verb, resource, ss.key.namespace, err, core.ErrUnavailable)
+	}
+}
+
+// watchService follows the Service object: list and watch of that one name,
+// or, if that is not allowed, get every recheck interval; if get is not
+// allowed either, the check is off.
+func (ss *serviceSlices) watchService(ctx context.Context) {
+	api := ss.src.client.CoreV1().Services(ss.key.namespace)
+	field := "metadata.name=" + ss.key.name
+	forbidden := false
+	lw := listWatch{
+		resource: "services",
+		replace: func(items []runtime.Object) {
+			if len(items) > 0 {
+				ss.setService(svcExists, nil)
+			} else {
+				ss.setService(svcMissing, nil)
+			}
+		},
+		event: func(t watch.EventType, obj runtime.Object) {
+			if t == watch.Deleted {
+				ss.setService(svcMissing, nil)
+			} else {
+				ss.setService(svcExists, nil)
+			}
+		},
+		fail: func(verb string, err error) {
+			if apierrors.IsForbidden(err) {
+				forbidden = true
+				return
+			}
+			ss.setService(svcUnknown, ss.classify(verb, "services", "get, list and watch", err))
+		},
+		stop: func(error) bool { return forbidden },
+	}
+	bind(&lw, api.List, api.Watch, metav1.ListOptions{FieldSelector: field})
+	ss.loop(ctx, lw)
+	if !forbidden || ctx.Err() != nil {
+		return
+	}
+	ss.log.Info("kubernetes: may not list and watch services; looking the Service up with get", zap.Duration("every", ss.src.opts.recheck))
 	tick := time.NewTicker(ss.src.opts.recheck)
 	defer tick.Stop()
 	for {
+		_, err := api.Get(ctx, ss.key.name, metav1.GetOptions{})
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			ss.setService(svcExists, nil)
+		case apierrors.IsNotFound(err):
+			ss.setService(svcMissing, nil)
+		case apierrors.IsForbidden(err):
+			ss.log.Info("kubernetes: may not get services either; a service without endpointslices counts as empty", zap.Error(err))
+			ss.setService(svcUnchecked, nil)
+			return
+		default:
+			ss.setService(svcUnknown, ss.classify("get", "services", "get, list and watch", err))
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-ss.lookup:
 		case <-tick.C:
-			ss.mu.Lock()
-			again := len(ss.slices) == 0 && ss.missing != nil
-			ss.mu.Unlock()
-			if !again {
-				continue
-			}
 		}
-		_, err := ss.src.client.CoreV1().Services(ss.key.namespace).Get(ctx, ss.key.name, metav1.GetOptions{})
-		if ctx.Err() != nil {
-			return
-		}
-		ss.mu.Lock()
-		if len(ss.slices) > 0 {
-			ss.mu.Unlock()
-			continue
-		}
-		switch {
-		case apierrors.IsNotFound(err):
-			ss.missing = fmt.Errorf("kubernetes: service %s/%s not found: %w", ss.key.namespace, ss.key.name, core.ErrNotFound)
-		case err != nil && apierrors.IsForbidden(err):
-			ss.missing = nil
-			ss.log.Info("kubernetes: may not get services; a service without endpointslices counts as empty", zap.Error(err))
-		default:
-			ss.missing = nil
-		}
-		ss.checked = true
-		if ss.synced {
-			for tv := range ss.views {
-				ss.publishLocked(tv, time.Time{})
-			}
-		}
-		ss.mu.Unlock()
 	}
+}
+
+// setService records what the Service lookup found and republishes when it
+// changes what the targets show. A lookup that fails keeps a known answer
+// (existence does not flip on a transient error); without one, it is
+// reported as unavailable, never as an empty set.
+func (ss *serviceSlices) setService(st svcState, err error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if err != nil {
+		ss.svcErr = err
+		if ss.svc == svcUnknown {
+			for tv := range ss.views {
+				tv.pub.Fail(err)
+			}
+		}
+		return
+	}
+	ss.svcErr = nil
+	if ss.svc == st {
+		return
+	}
+	switch st {
+	case svcMissing:
+		ss.log.Info("kubernetes: service not found")
+	case svcExists:
+		if ss.svc == svcMissing {
+			ss.log.Info("kubernetes: service exists again")
+		}
+	}
+	ss.svc = st
+	ss.publishAllLocked()
+}
+
+// ready reports whether the API server answers its readiness probe.
+func (s *Source) ready(ctx context.Context) bool {
+	rc := s.client.Discovery().RESTClient()
+	if rc == nil || reflect.ValueOf(rc).IsNil() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := rc.Get().AbsPath("/readyz").DoRaw(ctx)
+	return err == nil
 }
