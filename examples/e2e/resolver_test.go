@@ -19,6 +19,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/client-go/rest"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
@@ -409,6 +411,52 @@ func TestMissingServiceFailsCallsFast(t *testing.T) {
 		t.Fatalf("call = %v, want Unavailable naming demo/nosuch as not found", err)
 	}
 	t.Logf("missing Service: %v", err)
+}
+
+// A deleted Service: its pods may still run and its slices still exist
+// (the garbage collector deletes them after the Service), but those IPs may
+// soon belong to other pods. Calls stop reaching the old pods and fail fast
+// (Unavailable); with the zone-aware policy, naming the Service as not
+// found (round_robin only says it has nothing to pick from).
+func TestDeletedServiceFailsCallsFast(t *testing.T) {
+	grpcresolver.RegisterZoneAware("zone-a")
+	for _, policy := range []string{"round_robin", "zone-aware"} {
+		t.Run(policy, func(t *testing.T) {
+			c := newCluster(t, 1)
+			ctx := ctxFor(t, 3*time.Minute)
+			names := c.startReady("greeter", 0, 2, "")
+			var opts []grpcresolver.Option
+			if policy == "zone-aware" {
+				opts = append(opts, grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("zone-a", 1)))
+			}
+			client := c.client(opts...)
+			waitServing(t, ctx, client, names...)
+			cs, err := c.cp.AdminClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cs.CoreV1().Services("demo").Delete(ctx, "greeter", metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			var last error
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if _, last = client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); last != nil {
+					break
+				}
+			}
+			if last == nil {
+				t.Fatal("calls still reach the pods of a deleted Service")
+			}
+			err = failsFast(t, ctx, client)
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("call = %v, want Unavailable", err)
+			}
+			if policy == "zone-aware" && !strings.Contains(err.Error(), "service demo/greeter not found") {
+				t.Fatalf("call = %v, want it to name the deleted Service", err)
+			}
+			t.Logf("deleted Service, %s: %v", policy, err)
+		})
+	}
 }
 
 // A pod whose node vanishes (its packets dropped, no reset) stays ready in

@@ -239,12 +239,15 @@ func (r *discoResolver) update(_ context.Context, u core.Update) error {
 	st := u.State
 	if !st.Synced {
 		if st.Stale.IsStale() {
-			r.report(st.Stale.Err())
+			r.report(st.Stale.Err(), false)
 		}
 		return nil // never an empty state before the first sync
 	}
 	if st.Stale.IsStale() && st.Stale.Kind != core.KindUnavailable && st.Endpoints.Len() == 0 {
-		r.report(st.Stale.Err()) // deleted Service, revoked permission: fail fast
+		// Deleted Service, revoked permission: grpc-go keeps using the last
+		// addresses on a resolver error alone, so send no address first,
+		// then the reason: calls fail fast with it.
+		r.report(st.Stale.Err(), true)
 		return nil
 	}
 	routable := core.Routable(st.Endpoints)
@@ -285,8 +288,9 @@ func endpointOf(e *core.Endpoint) resolver.Endpoint {
 }
 
 // report has grpc-go told that the target cannot be resolved, once per
-// message.
-func (r *discoResolver) report(err error) {
+// message; with empty, after a state without any address, so that the
+// balancer drops the addresses it had.
+func (r *discoResolver) report(err error, empty bool) {
 	if err == nil {
 		return
 	}
@@ -296,8 +300,12 @@ func (r *discoResolver) report(err error) {
 		return
 	}
 	r.reported = err.Error()
+	r.pending = nil
+	if empty && (!r.decided || len(r.routable) > 0) {
+		r.pending = &resolver.State{ServiceConfig: r.sc}
+	}
 	r.decided = false // the next state is sent, even if it equals the last one
-	r.pending, r.pendErr = nil, fmt.Errorf("grpcresolver: %s: %w", r.target, err)
+	r.pendErr = fmt.Errorf("grpcresolver: %s: %w", r.target, err)
 	r.log.Warn("grpcresolver: cannot resolve target", zap.Error(err))
 	r.poke()
 }
@@ -318,19 +326,19 @@ func (r *discoResolver) send() {
 		}
 		r.pending, r.pendErr, r.resend = nil, nil, false
 		r.mu.Unlock()
-		switch {
-		case err != nil:
-			r.cc.ReportError(err)
-		case st != nil:
+		if st != nil {
 			uerr := r.cc.UpdateState(*st)
 			r.mu.Lock()
-			r.last, r.rejected = st, uerr != nil
+			r.last, r.rejected = st, uerr != nil && err == nil
 			r.mu.Unlock()
-			if uerr != nil {
+			if uerr != nil && err == nil {
 				// The balancer refused the state (for example no address at
 				// all): grpc-go will call ResolveNow.
 				r.log.Debug("grpcresolver: state not accepted", zap.Int("endpoints", len(st.Endpoints)), zap.Error(uerr))
 			}
+		}
+		if err != nil {
+			r.cc.ReportError(err)
 		}
 	}
 }

@@ -553,3 +553,26 @@ func TestResolveNowNeverOvertakesANewerState(t *testing.T) {
 		}
 	})
 }
+
+// A synced target that ends with no endpoints and a reason (a deleted
+// Service): grpc-go gets no address first (on a resolver error alone it
+// keeps the last ones), then the reason.
+func TestDeletedTargetSendsNoAddressThenTheReason(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		target := core.Target{Name: "greeter"}
+		cc := newRecordingCC()
+		src, _ := scripted(t, cc)
+		src.Publish(target, coretest.Set(t, endpointAt("a", "10.244.0.2:50051")))
+		synctest.Wait()
+		cc.expect(t, 1, 0)
+		src.PublishStale(target, core.Set{}, fmt.Errorf("service demo/greeter not found: %w", core.ErrNotFound))
+		synctest.Wait()
+		cc.expect(t, 2, 1)
+		if n := len(cc.states[1].Endpoints); n != 0 {
+			t.Fatalf("sent %d endpoints for a deleted target", n)
+		}
+		if !errors.Is(cc.errs[0], core.ErrNotFound) {
+			t.Fatalf("reported %v", cc.errs[0])
+		}
+	})
+}

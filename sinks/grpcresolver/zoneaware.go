@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/balancer/endpointsharding"
 	"google.golang.org/grpc/balancer/pickfirst"
 	"google.golang.org/grpc/connectivity"
@@ -90,9 +91,24 @@ type zoneBalancer struct {
 	balancer.Balancer // endpointsharding over pick_first children
 	cc                balancer.ClientConn
 
-	mu       sync.Mutex
-	zone     string
-	minReady int
+	mu        sync.Mutex
+	zone      string
+	minReady  int
+	endpoints int // in the last resolver state
+}
+
+// ResolverError shows the resolver's reason (a deleted Service, a denied
+// permission) to calls when there is no endpoint to try: endpointsharding
+// alone would only say it has no children.
+func (zb *zoneBalancer) ResolverError(err error) {
+	zb.mu.Lock()
+	none := zb.endpoints == 0
+	zb.mu.Unlock()
+	if none {
+		zb.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: base.NewErrPicker(err)})
+		return
+	}
+	zb.Balancer.ResolverError(err)
 }
 
 func (zb *zoneBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -106,6 +122,9 @@ func (zb *zoneBalancer) UpdateClientConnState(s balancer.ClientConnState) error 
 		}
 		zb.mu.Unlock()
 	}
+	zb.mu.Lock()
+	zb.endpoints = len(s.ResolverState.Endpoints)
+	zb.mu.Unlock()
 	return zb.Balancer.UpdateClientConnState(balancer.ClientConnState{
 		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
 	})

@@ -11,10 +11,29 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	k8s "k8s.io/client-go/kubernetes"
 
 	"github.com/disco-lb/disco/core"
+	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
 )
+
+// benchNamespace makes namespace "bench" with the Service, and an admin
+// client.
+func benchNamespace(b *testing.B, cp *kubetest.ControlPlane, service string) (context.Context, string, *k8s.Clientset) {
+	b.Helper()
+	ctx := context.Background()
+	if err := cp.EnsureNamespace(ctx, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	cs, err := cp.AdminClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	e := &env{t: b, cp: cp, cs: cs, ns: "bench"}
+	e.service(service)
+	return ctx, "bench", cs
+}
 
 func percentile(d []time.Duration, p float64) time.Duration {
 	s := slices.Clone(d)
@@ -29,15 +48,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // Reports p50/p99 of both, in ms. Run with -benchtime=Nx.
 func BenchmarkPropagation1000(b *testing.B) {
 	cp := kubetest.New(b)
-	ctx := context.Background()
-	ns := "bench"
-	if err := cp.EnsureNamespace(ctx, ns); err != nil {
-		b.Fatal(err)
-	}
-	cs, err := cp.AdminClient()
-	if err != nil {
-		b.Fatal(err)
-	}
+	ctx, ns, cs := benchNamespace(b, cp, "greeter")
 	api := cs.DiscoveryV1().EndpointSlices(ns)
 	all := pods("p", 1000, 0)
 	var objs []*discoveryv1.EndpointSlice
@@ -122,14 +133,7 @@ func BenchmarkPropagation1000(b *testing.B) {
 // retain per endpoint (after GC, source running, state held by the hub).
 func BenchmarkSync10k(b *testing.B) {
 	cp := kubetest.New(b)
-	ctx := context.Background()
-	if err := cp.EnsureNamespace(ctx, "bench"); err != nil {
-		b.Fatal(err)
-	}
-	cs, err := cp.AdminClient()
-	if err != nil {
-		b.Fatal(err)
-	}
+	ctx, _, cs := benchNamespace(b, cp, "big")
 	api := cs.DiscoveryV1().EndpointSlices("bench")
 	all := pods("p", 10000, 0)
 	for s := range 100 {
@@ -175,4 +179,75 @@ func BenchmarkSync10k(b *testing.B) {
 	b.ReportMetric(float64(syncTotal.Milliseconds())/float64(b.N), "ms/sync")
 	b.ReportMetric(retained/float64(b.N)/10000, "B/endpoint")
 	b.ReportMetric(retained/float64(b.N)/100/1024, "KiB/100-endpoint-slice")
+}
+
+// BenchmarkRecoveryAfterRestart: the API server is killed (SIGKILL) and
+// kept down for 1, 4 or 12 s in turn, so that the source's backoff builds up
+// (list attempts 0.8 s, 1.6 s, ... up to 12.8 s apart after a 12 s outage),
+// then started again. Measured from the first 200 of /readyz (polled every
+// 10 ms) to the source's state being fresh again (a complete relist
+// applied; time taken when the sink gets it). Reports p50 and max in ms.
+// Run with -benchtime=Nx.
+func BenchmarkRecoveryAfterRestart(b *testing.B) {
+	cp := kubetest.New(b, kubetest.WithAPIServerArgs("--shutdown-delay-duration=0s"))
+	ctx, ns, cs := benchNamespace(b, cp, "greeter")
+	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, slice("greeter", "greeter-0", v4, grpcPort, pods("p", 100, 0)...), metav1.CreateOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	src := newSource(b, cp.AdminConfig(), kubernetes.WithServiceLookup(false))
+	hub := core.NewHub(src)
+	defer hub.Close()
+	type stamped struct {
+		st core.State
+		at time.Time
+	}
+	states := make(chan stamped, 1024)
+	if _, err := hub.Subscribe("bench", core.SinkFunc(func(_ context.Context, u core.Update) error {
+		states <- stamped{u.State, time.Now()}
+		return nil
+	}), core.Target{Namespace: ns, Name: "greeter", Port: "grpc"}); err != nil {
+		b.Fatal(err)
+	}
+	until := func(ok func(core.State) bool) time.Time {
+		for {
+			select {
+			case s := <-states:
+				if ok(s.st) {
+					return s.at
+				}
+			case <-time.After(2 * time.Minute):
+				b.Fatal("state never reached")
+			}
+		}
+	}
+	readyz := func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err == nil
+	}
+	until(func(s core.State) bool { return s.Synced && s.Endpoints.Len() == 100 })
+	outages := []time.Duration{time.Second, 4 * time.Second, 12 * time.Second}
+	var took []time.Duration
+	for i := 0; b.Loop(); i++ {
+		if err := cp.StopAPIServer(false); err != nil {
+			b.Fatal(err)
+		}
+		until(func(s core.State) bool { return s.Stale.IsStale() })
+		time.Sleep(outages[i%len(outages)])
+		readyAt := make(chan time.Time, 1)
+		go func() {
+			for !readyz(ctx) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			readyAt <- time.Now()
+		}()
+		if err := cp.StartAPIServer(ctx); err != nil {
+			b.Fatal(err)
+		}
+		fresh := until(func(s core.State) bool { return !s.Stale.IsStale() && s.Endpoints.Len() == 100 })
+		took = append(took, fresh.Sub(<-readyAt))
+	}
+	b.ReportMetric(float64(percentile(took, 0.5).Microseconds())/1000, "ready-to-fresh-p50-ms")
+	b.ReportMetric(float64(slices.Max(took).Microseconds())/1000, "ready-to-fresh-max-ms")
 }

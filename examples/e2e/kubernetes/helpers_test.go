@@ -97,7 +97,7 @@ var grpcPort = []discoveryv1.EndpointPort{epPort("grpc", 50051)}
 
 // env is a namespace of a real control plane with an admin client.
 type env struct {
-	t  *testing.T
+	t  testing.TB
 	cp *kubetest.ControlPlane
 	cs *k8s.Clientset
 	ns string
