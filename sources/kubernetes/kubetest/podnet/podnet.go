@@ -472,6 +472,29 @@ func (p *Pod) Disconnect(ctx context.Context) error {
 	return ip(ctx, "link", "set", p.hostVeth, "down")
 }
 
+// ResetConnections resets (RST) every connection the pod's listeners
+// accepted, while the servers go on listening: connections broken under a
+// running server, as by a middlebox or a conntrack flush.
+func (p *Pod) ResetConnections() {
+	p.mu.Lock()
+	ls := p.listeners
+	p.mu.Unlock()
+	for _, l := range ls {
+		l.resetAll()
+	}
+}
+
+// Unplug deletes the pod's link (its veth pair) and nothing else: the
+// servers inside go on running but nothing reaches them and nothing is
+// reset, as when a node vanishes or its network namespace is torn down
+// under a running pod. Delete still removes the rest.
+func (p *Pod) Unplug(ctx context.Context) error {
+	if !linkExists(p.hostVeth) {
+		return nil
+	}
+	return ip(ctx, "link", "del", p.hostVeth)
+}
+
 // Reconnect brings the pod's link back up.
 func (p *Pod) Reconnect(ctx context.Context) error { return ip(ctx, "link", "set", p.hostVeth, "up") }
 
@@ -524,6 +547,16 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	l.conns[c] = struct{}{}
 	return &conn{Conn: c, l: l}, nil
+}
+
+func (l *listener) resetAll() {
+	l.mu.Lock()
+	conns := l.conns
+	l.conns = map[net.Conn]struct{}{}
+	l.mu.Unlock()
+	for c := range conns {
+		reset(c)
+	}
 }
 
 func (l *listener) kill() {

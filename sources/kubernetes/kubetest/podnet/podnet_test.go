@@ -3,6 +3,7 @@ package podnet_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -414,4 +416,59 @@ func TestAddressesRoundRobin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// ResetConnections resets what the pod accepted and leaves the server
+// listening; Unplug makes the pod unreachable without a reset.
+func TestResetConnectionsAndUnplug(t *testing.T) {
+	n := podnet.NewForTest(t)
+	ctx := context.Background()
+	p, err := n.AddPod(ctx, "reset-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := p.Listen("tcp", ":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	c, err := net.DialTimeout("tcp", p.Addr(7000), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	<-accepted
+	p.ResetConnections()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after ResetConnections = %v, want a reset", err)
+	}
+	c2, err := net.DialTimeout("tcp", p.Addr(7000), 5*time.Second)
+	if err != nil {
+		t.Fatalf("the server stopped listening: %v", err)
+	}
+	c2.Close()
+	<-accepted
+	if err := p.Unplug(ctx); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	if _, err := net.DialTimeout("tcp", p.Addr(7000), 500*time.Millisecond); err == nil || !isTimeout(err) {
+		t.Fatalf("dial after Unplug = %v after %v, want a timeout (silence, no reset)", err, time.Since(begin))
+	}
+	ln.Close()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
