@@ -62,3 +62,21 @@ func ExampleNew() {
 	defer cc.Close()
 	_ = context.Background()
 }
+
+// The recommended client setup in one call: the resolver, least request,
+// keepalive and a retry of unary calls on UNAVAILABLE (see the README,
+// "When a pod dies").
+func ExampleBuilder_DialOptions() {
+	hub := core.NewHub(core.NewStatic(nil)) // a hub over kubernetes.New(cfg) in a real program
+	defer hub.Close()
+	b := grpcresolver.NewKubernetes(hub)
+	defer b.Close()
+	cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc",
+		append(b.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cc.Close()
+	fmt.Println(grpcresolver.ServiceConfig(grpcresolver.LeastRequest))
+	// Output: {"loadBalancingConfig":[{"disco_least_request":{}}]}
+}

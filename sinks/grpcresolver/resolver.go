@@ -27,7 +27,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -87,6 +86,7 @@ type Builder struct {
 	mu        sync.Mutex
 	closed    bool
 	resolvers map[*discoResolver]struct{}
+	targets   map[core.Target]*targetState // what the resolvers of each target send
 }
 
 var _ resolver.Builder = (*Builder)(nil)
@@ -98,7 +98,7 @@ var ErrClosed = errors.New("grpcresolver: builder closed")
 // nothing.
 func New(scheme string, hub *core.Hub, opts ...Option) *Builder {
 	b := &Builder{scheme: scheme, hub: hub, log: zap.NewNop(), resolveNowEvery: time.Second,
-		resolvers: map[*discoResolver]struct{}{}}
+		resolvers: map[*discoResolver]struct{}{}, targets: map[core.Target]*targetState{}}
 	if ts, ok := hub.Source().(interface {
 		Target(string) (core.Target, error)
 	}); ok {
@@ -168,6 +168,12 @@ func (b *Builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolv
 		return nil, ErrClosed
 	}
 	b.resolvers[r] = struct{}{}
+	if ts := b.targets[t]; ts != nil {
+		r.ts = ts
+	} else {
+		b.targets[t] = r.ts
+	}
+	r.ts.refs++
 	b.mu.Unlock()
 	go r.send()
 	sub, err := b.hub.Subscribe("grpc:"+t.String(), core.SinkFunc(r.update), t)
@@ -195,6 +201,7 @@ type discoResolver struct {
 	b      *Builder
 	cc     resolver.ClientConn
 	target core.Target
+	ts     *targetState // shared with the target's other resolvers
 	log    *zap.Logger
 	sc     *serviceconfig.ParseResult
 
@@ -206,14 +213,12 @@ type discoResolver struct {
 
 	mu sync.Mutex
 	// Set by update (core's goroutine).
-	sub       *core.Subscription
-	isClosed  bool
-	pending   *resolver.State // a state to send; nil: none
-	pendErr   error           // an error to report; nil: none
-	routable  []*core.Endpoint
-	decided   bool // routable holds what the last state sent or pending was built from
-	reported  string
-	endpoints map[*core.Endpoint]resolver.Endpoint // built once per endpoint version
+	sub      *core.Subscription
+	isClosed bool
+	pending  *resolver.State // a state to send; nil: none
+	pendErr  error           // an error to report; nil: none
+	decided  *resolver.State // the shared state the last one sent or pending came from
+	reported string
 	// Set by the sender.
 	last       *resolver.State
 	rejected   bool // grpc-go returned an error for last
@@ -223,7 +228,7 @@ type discoResolver struct {
 
 func newResolver(b *Builder, cc resolver.ClientConn, t core.Target) *discoResolver {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &discoResolver{b: b, cc: cc, target: t, log: b.log.With(zap.Stringer("target", t)),
+	return &discoResolver{b: b, cc: cc, target: t, log: b.log.With(zap.Stringer("target", t)), ts: &targetState{},
 		ctx: ctx, cancel: cancel, done: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
@@ -250,41 +255,18 @@ func (r *discoResolver) update(_ context.Context, u core.Update) error {
 		r.report(st.Stale.Err(), true)
 		return nil
 	}
-	routable := core.Routable(st.Endpoints)
+	shared := r.ts.build(u.Epoch, u.Seq, st)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.decided && slices.EqualFunc(routable, r.routable, func(a, b *core.Endpoint) bool { return a == b || a.Equal(b) }) {
+	if r.decided == shared {
 		return nil // grpc-go pays O(endpoints) per UpdateState: never for nothing
 	}
-	rs := &resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(routable))}
-	built := make(map[*core.Endpoint]resolver.Endpoint, len(routable))
-	for _, e := range routable {
-		re, ok := r.endpoints[e]
-		if !ok {
-			re = endpointOf(e)
-		}
-		built[e] = re
-		rs.Endpoints = append(rs.Endpoints, re)
-		rs.Addresses = append(rs.Addresses, re.Addresses...)
-	}
-	if r.sc != nil {
-		rs.ServiceConfig = r.sc
-	}
-	r.endpoints, r.routable, r.decided = built, routable, true
-	r.pending, r.pendErr, r.reported = rs, nil, ""
+	rs := *shared // the list is shared by every resolver of the target, read-only
+	rs.ServiceConfig = r.sc
+	r.decided = shared
+	r.pending, r.pendErr, r.reported = &rs, nil, ""
 	r.poke()
 	return nil
-}
-
-// endpointOf builds grpc-go's view of one endpoint: every address, and the
-// endpoint's Info and core.Endpoint as attributes.
-func endpointOf(e *core.Endpoint) resolver.Endpoint {
-	attrs := attributes.New(infoKey{}, infoOf(e)).WithValue(endpointKey{}, e)
-	re := resolver.Endpoint{Attributes: attrs, Addresses: make([]resolver.Address, 0, len(e.Addresses))}
-	for _, hp := range e.HostPorts() {
-		re.Addresses = append(re.Addresses, resolver.Address{Addr: hp, Attributes: attrs})
-	}
-	return re
 }
 
 // report has grpc-go told that the target cannot be resolved, once per
@@ -301,10 +283,10 @@ func (r *discoResolver) report(err error, empty bool) {
 	}
 	r.reported = err.Error()
 	r.pending = nil
-	if empty && (!r.decided || len(r.routable) > 0) {
+	if empty && (r.decided == nil || len(r.decided.Endpoints) > 0) {
 		r.pending = &resolver.State{ServiceConfig: r.sc}
 	}
-	r.decided = false // the next state is sent, even if it equals the last one
+	r.decided = nil // the next state is sent, even if it equals the last one
 	r.pendErr = fmt.Errorf("grpcresolver: %s: %w", r.target, err)
 	r.log.Warn("grpcresolver: cannot resolve target", zap.Error(err))
 	r.poke()
@@ -371,13 +353,18 @@ func (r *discoResolver) Close() {
 		r.cancel()
 		<-r.done
 		r.b.mu.Lock()
-		delete(r.b.resolvers, r)
+		if _, ok := r.b.resolvers[r]; ok {
+			delete(r.b.resolvers, r)
+			if r.ts.refs--; r.ts.refs == 0 {
+				delete(r.b.targets, r.target)
+			}
+		}
 		r.b.mu.Unlock()
 	})
 }
 
-// Info is what the resolver attaches to every endpoint and address it sends
-// (read it with InfoOf in a balancer or interceptor).
+// Info is what the resolver tells a balancer or interceptor of every
+// endpoint and address it sends (read it with InfoOf).
 type Info struct {
 	ID        string
 	Name      string // pod name
@@ -388,15 +375,6 @@ type Info struct {
 	Weight    uint32
 }
 
-// Equal lets grpc-go compare attributes.
-func (i Info) Equal(o any) bool {
-	j, ok := o.(Info)
-	return ok && i.ID == j.ID && i.Name == j.Name && i.Zone == j.Zone && i.Node == j.Node &&
-		i.Hostname == j.Hostname && i.Weight == j.Weight && slices.Equal(i.ZoneHints, j.ZoneHints)
-}
-
-type infoKey struct{}
-
 type endpointKey struct{}
 
 // EndpointOf returns the core endpoint behind an endpoint or address sent
@@ -406,12 +384,11 @@ func EndpointOf(a *attributes.Attributes) (*core.Endpoint, bool) {
 	return e, ok
 }
 
-func infoOf(e *core.Endpoint) Info {
-	return Info{ID: e.ID, Name: e.Name, Zone: e.Zone, Node: e.Node, Hostname: e.Hostname, ZoneHints: e.ZoneHints, Weight: e.Weight}
-}
-
 // InfoOf returns the Info of an endpoint or address sent by this resolver.
 func InfoOf(a *attributes.Attributes) (Info, bool) {
-	i, ok := a.Value(infoKey{}).(Info)
-	return i, ok
+	e, ok := EndpointOf(a)
+	if !ok {
+		return Info{}, false
+	}
+	return Info{ID: e.ID, Name: e.Name, Zone: e.Zone, Node: e.Node, Hostname: e.Hostname, ZoneHints: e.ZoneHints, Weight: e.Weight}, true
 }

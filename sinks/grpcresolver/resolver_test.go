@@ -282,14 +282,14 @@ func TestWhatTheResolverSends(t *testing.T) {
 		synctest.Wait()
 		cc.expect(t, 1, 1)
 		st := cc.states[0]
-		if len(st.Endpoints) != 1 || len(st.Endpoints[0].Addresses) != 2 || st.Endpoints[0].Addresses[1].Addr != "[fd00::2]:50051" || len(st.Addresses) != 2 {
-			t.Fatalf("state = %+v; want the ready dual-stack endpoint only, with both addresses", st)
+		if len(st.Endpoints) != 1 || len(st.Endpoints[0].Addresses) != 2 || st.Endpoints[0].Addresses[1].Addr != "[fd00::2]:50051" || len(st.Addresses) != 0 {
+			t.Fatalf("state = %+v; want the ready dual-stack endpoint only, with both addresses (Endpoints only: State.Addresses is deprecated)", st)
 		}
 		info, ok := grpcresolver.InfoOf(st.Endpoints[0].Attributes)
 		if !ok || info.Name != "greeter-a" || info.Zone != "zone-a" || info.Node != "node-1" || info.Weight != 3 || info.ZoneHints[0] != "zone-a" {
 			t.Fatalf("info = %+v", info)
 		}
-		if a, ok := grpcresolver.InfoOf(st.Addresses[1].Attributes); !ok || a.ID != "a" {
+		if a, ok := grpcresolver.InfoOf(st.Endpoints[0].Addresses[1].Attributes); !ok || a.ID != "a" {
 			t.Fatalf("address info = %+v", a)
 		}
 		if e, ok := grpcresolver.EndpointOf(st.Endpoints[0].Attributes); !ok || e != dual {

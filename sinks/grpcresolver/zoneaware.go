@@ -28,10 +28,7 @@ const ZoneAwareName = "disco_zone_aware"
 //
 //	{"loadBalancingConfig":[{"disco_zone_aware":{"zone":"zone-a","minReady":1}}]}
 func ZoneAwareServiceConfig(zone string, minReady int) string {
-	b, _ := json.Marshal(map[string]any{"loadBalancingConfig": []any{
-		map[string]any{ZoneAwareName: ZoneAwareConfig{Zone: zone, MinReady: minReady}},
-	}})
-	return string(b)
+	return ServiceConfig(map[string]any{ZoneAwareName: ZoneAwareConfig{Zone: zone, MinReady: minReady}})
 }
 
 // ZoneAwareConfig is the policy's configuration (JSON in the service config).
@@ -46,7 +43,23 @@ type ZoneAwareConfig struct {
 	MinReady int `json:"minReady,omitempty"`
 }
 
-var registerOnce sync.Once
+var registerOnce, leastRequestOnce sync.Once
+
+// LeastRequestName is the name of disco's least-request policy: of two
+// ready endpoints chosen at random, the one with fewer calls in flight (the
+// zone-aware policy's picker, with no zone preference unless its config
+// names a zone). grpc-go's own least_request_experimental was measured too
+// and stalled every caller for seconds when a pod vanished (see the README,
+// "When a pod dies").
+const LeastRequestName = "disco_least_request"
+
+// RegisterLeastRequest registers the least-request policy with grpc-go
+// under LeastRequestName. Builder.DialOptions calls it; call it yourself
+// (once, at start-up, before creating clients: a grpc-go rule) to name the
+// policy in a service config of your own. Later calls do nothing.
+func RegisterLeastRequest() {
+	leastRequestOnce.Do(func() { balancer.Register(zoneBuilder{name: LeastRequestName}) })
+}
 
 // RegisterZoneAware registers the zone-aware policy with grpc-go under
 // ZoneAwareName, with defaultZone as the client's zone when the service
@@ -62,12 +75,15 @@ var registerOnce sync.Once
 // Each endpoint has one connection (a pick_first child per endpoint, as in
 // grpc-go's round_robin).
 func RegisterZoneAware(defaultZone string) {
-	registerOnce.Do(func() { balancer.Register(zoneBuilder{defaultZone: defaultZone}) })
+	registerOnce.Do(func() { balancer.Register(zoneBuilder{name: ZoneAwareName, defaultZone: defaultZone}) })
 }
 
-type zoneBuilder struct{ defaultZone string }
+type zoneBuilder struct {
+	name        string // ZoneAwareName, or LeastRequestName
+	defaultZone string
+}
 
-func (zb zoneBuilder) Name() string { return ZoneAwareName }
+func (zb zoneBuilder) Name() string { return zb.name }
 
 func (zb zoneBuilder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
 	cfg := &ZoneAwareConfig{}
@@ -94,7 +110,8 @@ type zoneBalancer struct {
 	mu        sync.Mutex
 	zone      string
 	minReady  int
-	endpoints int // in the last resolver state
+	endpoints int                      // in the last resolver state
+	inflight  map[string]*atomic.Int64 // calls in flight per endpoint (first address)
 }
 
 // ResolverError shows the resolver's reason (a deleted Service, a denied
@@ -159,25 +176,68 @@ func (i *interceptor) UpdateState(s balancer.State) {
 		}
 		return &core.Endpoint{} // not from this resolver: no zone, no hints
 	})
-	pickers := make([]balancer.Picker, len(use))
+	children := make([]zoneChild, len(use))
+	i.zb.mu.Lock()
+	live := make(map[string]*atomic.Int64, len(use))
 	for j, c := range use {
-		pickers[j] = c.State.Picker
+		key := ""
+		if len(c.Endpoint.Addresses) > 0 {
+			key = c.Endpoint.Addresses[0].Addr
+		}
+		n := i.zb.inflight[key] // calls in flight survive picker updates
+		if n == nil {
+			n = &atomic.Int64{}
+		}
+		live[key] = n
+		children[j] = zoneChild{picker: c.State.Picker, inflight: n}
 	}
+	i.zb.inflight = live
+	i.zb.mu.Unlock()
 	i.ClientConn.UpdateState(balancer.State{
 		ConnectivityState: connectivity.Ready,
-		Picker:            &zonePicker{pickers: pickers, next: uint32(rand.IntN(len(pickers)))},
+		Picker:            &zonePicker{children: children},
 	})
 }
 
+type zoneChild struct {
+	picker   balancer.Picker
+	inflight *atomic.Int64
+}
+
+// zonePicker picks by least request: of two children chosen at random,
+// the one with fewer calls in flight (a child whose calls stop completing
+// stops getting new ones), as the connection pool does.
 type zonePicker struct {
-	pickers []balancer.Picker
-	next    uint32
+	children []zoneChild
 }
 
 func (p *zonePicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	if len(p.pickers) == 0 {
+	n := len(p.children)
+	if n == 0 {
 		return balancer.PickResult{}, errors.New("grpcresolver: no ready endpoint")
 	}
-	n := atomic.AddUint32(&p.next, 1)
-	return p.pickers[n%uint32(len(p.pickers))].Pick(info)
+	i := rand.IntN(n)
+	c := p.children[i]
+	if n > 1 {
+		j := rand.IntN(n - 1)
+		if j >= i {
+			j++
+		}
+		if other := p.children[j]; other.inflight.Load() < c.inflight.Load() {
+			c = other
+		}
+	}
+	res, err := c.picker.Pick(info)
+	if err != nil {
+		return res, err
+	}
+	c.inflight.Add(1)
+	done := res.Done
+	res.Done = func(di balancer.DoneInfo) {
+		c.inflight.Add(-1)
+		if done != nil {
+			done(di)
+		}
+	}
+	return res, nil
 }
