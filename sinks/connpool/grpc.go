@@ -7,7 +7,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/disco-lb/disco/core"
 )
@@ -17,22 +20,70 @@ import (
 // goes to the pool's pick; a stream stays on the connection it started on
 // and releases it when it finishes.
 type Channel struct {
-	pool *Pool[*grpc.ClientConn]
+	pool  *Pool[*grpc.ClientConn]
+	retry Retry
 }
 
 var _ grpc.ClientConnInterface = (*Channel)(nil)
 
+// Retry is how a Channel retries a unary call that failed with UNAVAILABLE
+// (the connection broke or was reset, or the server answered UNAVAILABLE).
+// Each attempt goes to a pick that avoids the endpoints already tried,
+// after a jittered backoff; the call's deadline bounds them all. This
+// repeats calls that may have reached a server that died before answering:
+// use it for idempotent methods. A unary call's application has seen
+// nothing of a failed attempt, so an attempt whose response had begun is
+// retried too.
+type Retry struct {
+	// Attempts is the most attempts a call gets, the first included (0 or
+	// 1: no retry).
+	Attempts int
+	// Backoff spaces the attempts (Min for the first retry).
+	Backoff core.Backoff
+}
+
+// RecommendedRetry is the retry of the recommended setup: up to 4
+// attempts, 50 ms to 1 s apart, as grpcresolver.RetryPolicy.
+var RecommendedRetry = Retry{Attempts: 4, Backoff: core.Backoff{Min: 50 * time.Millisecond, Max: time.Second}}
+
+// ChannelOption configures a Channel.
+type ChannelOption func(*Channel)
+
+// WithRetry makes the channel retry unary calls by r.
+func WithRetry(r Retry) ChannelOption { return func(c *Channel) { c.retry = r } }
+
 // NewChannel returns a channel over pool.
-func NewChannel(pool *Pool[*grpc.ClientConn]) *Channel { return &Channel{pool: pool} }
+func NewChannel(pool *Pool[*grpc.ClientConn], opts ...ChannelOption) *Channel {
+	c := &Channel{pool: pool}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
 
 // Invoke implements grpc.ClientConnInterface.
 func (c *Channel) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	h, err := c.pool.Pick(ctx)
-	if err != nil {
-		return err
+	var tried []*core.Endpoint
+	for attempt := 0; ; attempt++ {
+		h, err := c.pool.pickAvoiding(ctx, tried)
+		if err != nil {
+			return err
+		}
+		err = h.Conn.Invoke(ctx, method, args, reply, opts...)
+		ep := h.Endpoint()
+		h.Done()
+		if err == nil || attempt+1 >= c.retry.Attempts || status.Code(err) != codes.Unavailable {
+			return err
+		}
+		tried = append(tried, ep)
+		t := time.NewTimer(c.retry.Backoff.Delay(attempt))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
 	}
-	defer h.Done()
-	return h.Conn.Invoke(ctx, method, args, reply, opts...)
 }
 
 // NewStream implements grpc.ClientConnInterface.
@@ -52,6 +103,21 @@ func (c *Channel) NewStream(ctx context.Context, desc *grpc.StreamDesc, method s
 		return nil, err
 	}
 	return s, nil
+}
+
+// Keepalive is the recommended keepalive for the pool's connections (as
+// grpcresolver.Keepalive): a ping after 10 s without activity, the
+// connection dropped after 2 s without an answer, so that a vanished
+// backend's calls fail (and are retried elsewhere) within seconds. Servers
+// must allow it (keepalive.EnforcementPolicy{MinTime: 10 * time.Second,
+// PermitWithoutStream: true}).
+var Keepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}
+
+// RecommendedDialOptions returns the dial options of the recommended setup
+// for DialGRPC (add credentials): Keepalive. Pair it with a Channel made
+// with WithRetry(RecommendedRetry) (see the README, "When a pod dies").
+func RecommendedDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithKeepaliveParams(Keepalive)}
 }
 
 // DialGRPC returns a BuildFunc that makes a *grpc.ClientConn to the
@@ -85,3 +151,29 @@ func DialGRPC(readyTimeout time.Duration, opts ...grpc.DialOption) BuildFunc[*gr
 // ends calls in flight, which is why the pool calls it only once a removed
 // endpoint's calls are done, or its drain timeout has passed.
 func CloseGRPC(cc *grpc.ClientConn) error { return cc.Close() }
+
+// GRPCUsable reports whether a connection can take a call now: it is ready.
+// An idle one is asked to connect and counts as not usable yet. For
+// WithUsable.
+func GRPCUsable(cc *grpc.ClientConn) bool {
+	switch cc.GetState() {
+	case connectivity.Ready:
+		return true
+	case connectivity.Idle:
+		cc.Connect()
+	}
+	return false
+}
+
+// Recommended returns a pool of gRPC connections and a channel over it, set
+// up as measured against pods that die, reset, vanish and lose their link
+// (see the README, "When a pod dies"): connections built with DialGRPC (5 s
+// to be ready), Keepalive and dialOpts (add credentials); picks by least
+// request among ready connections (GRPCUsable); unary calls that fail with
+// UNAVAILABLE retried elsewhere (RecommendedRetry). Subscribe the pool to a
+// hub; use the channel as a generated client's connection.
+func Recommended(dialOpts []grpc.DialOption, opts ...Option) (*Pool[*grpc.ClientConn], *Channel) {
+	pool := New(DialGRPC(5*time.Second, append(RecommendedDialOptions(), dialOpts...)...), CloseGRPC,
+		append([]Option{WithUsable(GRPCUsable)}, opts...)...)
+	return pool, NewChannel(pool, WithRetry(RecommendedRetry))
+}

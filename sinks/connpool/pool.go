@@ -62,6 +62,7 @@ var ErrClosed = errors.New("connpool: closed")
 type Option func(*config)
 
 type config struct {
+	usable   any // func(C) bool, or nil
 	policy   Policy
 	perEP    int
 	locality core.Locality
@@ -69,6 +70,12 @@ type config struct {
 	backoff  core.Backoff
 	log      *zap.Logger
 }
+
+// WithUsable makes picks prefer connections for which usable reports true
+// (for gRPC, GRPCUsable: the connection is ready), when there are any: a
+// connection just reset, or reconnecting, is left alone while others can
+// serve. usable is called on every pick: it must be cheap.
+func WithUsable[C any](usable func(C) bool) Option { return func(c *config) { c.usable = usable } }
 
 // WithPolicy sets the picking policy (default PowerOfTwo).
 func WithPolicy(p Policy) Option { return func(c *config) { c.policy = p } }
@@ -207,9 +214,19 @@ func (h Handle[C]) Endpoint() *core.Endpoint { return h.m.ep.Load() }
 
 // Pick returns a connection to a ready endpoint, waiting for the first one
 // while ctx allows. It allocates nothing once endpoints are ready.
-func (p *Pool[C]) Pick(ctx context.Context) (Handle[C], error) {
+func (p *Pool[C]) Pick(ctx context.Context) (Handle[C], error) { return p.pickAvoiding(ctx, nil) }
+
+// pickAvoiding is Pick preferring endpoints not in avoid (a retry's earlier
+// attempts), if there are any.
+func (p *Pool[C]) pickAvoiding(ctx context.Context, avoid []*core.Endpoint) (Handle[C], error) {
 	for {
 		if m := p.pickOnce(); m != nil {
+			for try := 0; len(avoid) > 0 && try < 8 && slices.Contains(avoid, m.ep.Load()); try++ {
+				if other := p.pickOnce(); other != nil {
+					m.release()
+					m = other
+				}
+			}
 			return Handle[C]{Conn: m.conn, m: m}, nil
 		}
 		p.mu.Lock()
@@ -283,6 +300,16 @@ func (p *Pool[C]) pickOnce() *member[C] {
 		}
 		if m == nil {
 			continue
+		}
+		if usable, ok := p.cfg.usable.(func(C) bool); ok && n > 1 && !usable(m.conn) {
+			// Another, usable one, from a random start; else this one.
+			start := rand.IntN(n)
+			for k := range n {
+				if o := a.at((start + k) % n); o != nil && o != m && usable(o.conn) {
+					m = o
+					break
+				}
+			}
 		}
 		m.inflight.Add(1)
 		if m.removed.Load() {

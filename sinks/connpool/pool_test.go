@@ -15,8 +15,11 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
@@ -662,5 +665,71 @@ func TestOnePoolServesSeveralTargets(t *testing.T) {
 	send(one, 2, 0, core.Set{}, core.Set{}) // from nothing: target one is empty
 	if got := hosts(2); got != "10.0.2.1,10.0.2.2" {
 		t.Fatalf("endpoints %s, want target two's untouched", got)
+	}
+}
+
+// unavailableServer answers every call with UNAVAILABLE, after sending
+// headers if committed is set.
+type unavailableServer struct {
+	testgrpc.UnimplementedTestServiceServer
+	committed bool
+	calls     atomic.Int64
+}
+
+func (s *unavailableServer) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	s.calls.Add(1)
+	if s.committed {
+		grpc.SendHeader(ctx, metadata.Pairs("x-started", "1"))
+	}
+	return nil, status.Error(codes.Unavailable, "shutting down")
+}
+
+// A unary call that fails with UNAVAILABLE is retried on another endpoint,
+// also when the server had begun to answer (headers sent); without
+// WithRetry nothing is retried.
+func TestChannelRetriesUnavailableElsewhere(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	for _, tc := range []struct {
+		name      string
+		committed bool
+		retry     bool
+		wantFail  bool
+	}{
+		{name: "not committed, retried", retry: true},
+		{name: "headers sent, retried", committed: true, retry: true},
+		{name: "no retry configured", wantFail: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := grpcPool(t, connpool.WithPolicy(connpool.RoundRobin))
+			f := &feed{t: t, sink: p}
+			bad := &unavailableServer{committed: tc.committed}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gs := grpc.NewServer()
+			testgrpc.RegisterTestServiceServer(gs, bad)
+			go gs.Serve(ln)
+			t.Cleanup(gs.Stop)
+			_, good := loopback(t, "good")
+			f.set(&core.Endpoint{ID: "bad", Addresses: []string{"127.0.0.1"}, Port: uint16(ln.Addr().(*net.TCPAddr).Port)}, good)
+			for p.Len() < 2 {
+				time.Sleep(time.Millisecond)
+			}
+			var opts []connpool.ChannelOption
+			if tc.retry {
+				opts = append(opts, connpool.WithRetry(connpool.RecommendedRetry))
+			}
+			client := testgrpc.NewTestServiceClient(connpool.NewChannel(p, opts...))
+			failed := 0
+			for range 20 {
+				if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+					failed++
+				}
+			}
+			if (failed > 0) != tc.wantFail || bad.calls.Load() == 0 {
+				t.Fatalf("%d of 20 calls failed (the bad server had %d), want failures: %v", failed, bad.calls.Load(), tc.wantFail)
+			}
+		})
 	}
 }
