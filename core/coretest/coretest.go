@@ -122,14 +122,15 @@ func (r *Recorder) Calls() int {
 }
 
 // WaitFor blocks until cond, called with the accepted updates after every
-// Update call, returns true, or ctx ends.
+// Update call, returns true, or ctx ends. cond runs without the recorder's
+// lock held, so it may call the recorder's other methods.
 func (r *Recorder) WaitFor(ctx context.Context, cond func([]core.Update) bool) error {
 	for {
 		r.mu.Lock()
-		ok := cond(r.updates)
+		us := r.updates[:len(r.updates):len(r.updates)]
 		ch := r.changed
 		r.mu.Unlock()
-		if ok {
+		if cond(us) {
 			return nil
 		}
 		select {
