@@ -282,15 +282,16 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 		return summary{}, err
 	}
 	defer events.Close()
-	cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc", grpc.WithResolvers(b),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-		grpc.WithTransportCredentials(insecure.NewCredentials()), greeter.ClientKeepalive())
+	// The recommended setup: least request, keepalive, unary retries on
+	// UNAVAILABLE (see the README, "When a pod dies").
+	cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc",
+		append(b.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		return summary{}, err
 	}
 	defer cc.Close()
 	client := greeter.NewClient(cc)
-	say("== client: grpc.NewClient(\"kubernetes:///greeter.demo:grpc\") with disco's resolver, round_robin, %d callers at %d calls/s", c.concurrency, c.rate)
+	say("== client: grpc.NewClient(\"kubernetes:///greeter.demo:grpc\") with disco's resolver and its recommended setup (least request, keepalive, retry), %d callers at %d calls/s", c.concurrency, c.rate)
 
 	// Load.
 	var ok, failed atomic.Int64

@@ -73,9 +73,8 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 	case "resolver":
 		b := grpcresolver.NewKubernetes(hub)
 		defer b.Close()
-		conn, err := grpc.NewClient(target, grpc.WithResolvers(b),
-			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
-			grpc.WithTransportCredentials(insecure.NewCredentials()), greeter.ClientKeepalive())
+		conn, err := grpc.NewClient(target, // the recommended setup: least request, keepalive, retry
+			append(b.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {
 			return err
 		}
@@ -86,7 +85,7 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 		if err != nil {
 			return err
 		}
-		pool := connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials()), greeter.ClientKeepalive()), connpool.CloseGRPC)
+		pool, ch := connpool.Recommended([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
 		defer pool.Close()
 		sub, err := hub.Subscribe("pool", pool, t)
 		if err != nil {
@@ -96,7 +95,7 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 		if err := sub.WaitSynced(ctx); err != nil { // no sleep: wait for discovery
 			return err
 		}
-		cc = connpool.NewChannel(pool)
+		cc = ch
 	default:
 		return fmt.Errorf("-via %q: want resolver or pool", via)
 	}

@@ -1,0 +1,162 @@
+package e2e_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/sinks/connpool"
+	"github.com/disco-lb/disco/sinks/grpcresolver"
+	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
+)
+
+// What a process holds: goroutines, open file descriptors, and the API
+// server's watches of endpointslices.
+type footprint struct{ goroutines, fds, watches int }
+
+func (c *cluster) footprint(t *testing.T) footprint {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := c.cp.AdminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	watches := 0
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		if strings.HasPrefix(l, "apiserver_longrunning_requests{") && strings.Contains(l, `resource="endpointslices"`) && strings.Contains(l, `verb="WATCH"`) {
+			f := strings.Fields(l)
+			n, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			watches += int(n)
+		}
+	}
+	return footprint{goroutines: runtime.NumGoroutine(), fds: len(fds), watches: watches}
+}
+
+// settles waits until the footprint is back within slack goroutines and
+// fds of base, with base's watches exactly.
+func (c *cluster) settles(t *testing.T, base footprint, what string) {
+	t.Helper()
+	var now footprint
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		now = c.footprint(t)
+		if now.goroutines <= base.goroutines+5 && now.fds <= base.fds+2 && now.watches == base.watches {
+			t.Logf("%s: %+v, baseline %+v", what, now, base)
+			return
+		}
+	}
+	t.Fatalf("%s: %+v, baseline %+v: not back", what, now, base)
+}
+
+// churnClients opens n clients in batches, makes a call on each, and
+// closes them; open makes one and returns its call and its closer.
+func churnClients(t *testing.T, n int, open func() (func(context.Context) error, func())) {
+	t.Helper()
+	ctx := ctxFor(t, 5*time.Minute)
+	for done := 0; done < n; done += 100 {
+		var wg sync.WaitGroup
+		closers := make([]func(), 100)
+		errs := make(chan error, 100)
+		for i := range 100 {
+			call, closer := open()
+			closers[i] = closer
+			wg.Go(func() { errs <- call(ctx) })
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range closers {
+			c()
+		}
+	}
+}
+
+// 1,000 ClientConns opened, used and closed through the resolver on one
+// hub: goroutines, file descriptors and API server watches come back to
+// where they were.
+func TestThousandClientConnsLeaveNothing(t *testing.T) {
+	c := newCluster(t, 1)
+	c.startReady("greeter", 0, 2, "")
+	src, err := kubernetes.New(c.cp.AdminConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := core.NewHub(src)
+	defer hub.Close()
+	b := grpcresolver.NewKubernetes(hub)
+	defer b.Close()
+	open := func() (func(context.Context) error, func()) {
+		cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc",
+			append(b.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		call := func(ctx context.Context) error {
+			_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
+			return err
+		}
+		return call, func() { cc.Close() }
+	}
+	before := c.footprint(t)   // no watch of our own yet
+	churnClients(t, 100, open) // warm up: lazily started goroutines, connection pools
+	c.settles(t, footprint{goroutines: 1 << 20, fds: 1 << 20, watches: before.watches}, "after the warm-up")
+	base := c.footprint(t)
+	churnClients(t, 1000, open)
+	c.settles(t, base, "after 1,000 ClientConns")
+}
+
+// 1,000 pools built, subscribed, used and closed: the same.
+func TestThousandPoolsLeaveNothing(t *testing.T) {
+	c := newCluster(t, 1)
+	c.startReady("greeter", 0, 2, "")
+	src, err := kubernetes.New(c.cp.AdminConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := core.NewHub(src)
+	defer hub.Close()
+	target := core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
+	open := func() (func(context.Context) error, func()) {
+		pool, ch := connpool.Recommended([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+		sub, err := hub.Subscribe("pool", pool, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		call := func(ctx context.Context) error {
+			_, err := testgrpc.NewTestServiceClient(ch).UnaryCall(ctx, &testgrpc.SimpleRequest{})
+			return err
+		}
+		return call, func() { sub.Close(); pool.Close() }
+	}
+	before := c.footprint(t)
+	churnClients(t, 100, open)
+	c.settles(t, footprint{goroutines: 1 << 20, fds: 1 << 20, watches: before.watches}, "after the warm-up")
+	base := c.footprint(t)
+	churnClients(t, 1000, open)
+	c.settles(t, base, "after 1,000 pools")
+}
