@@ -31,9 +31,16 @@ require (
 )
 
 require (
+	github.com/fsnotify/fsnotify v1.10.1 // indirect
+	github.com/miekg/dns v1.1.73 // indirect
+)
+
+require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
+	github.com/disco-lb/disco/sources/dns v0.2.0
+	github.com/disco-lb/disco/sources/file v0.2.0
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
@@ -75,3 +82,7 @@ require (
 )
 
 replace github.com/disco-lb/disco/sources/kubernetes/kubetest => ../sources/kubernetes/kubetest
+
+replace github.com/disco-lb/disco/sources/dns => ../sources/dns
+
+replace github.com/disco-lb/disco/sources/file => ../sources/file

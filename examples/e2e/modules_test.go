@@ -20,7 +20,7 @@ import (
 )
 
 // The product modules, as a user imports them.
-var productModules = []string{"core", "sources/kubernetes", "sinks/grpcresolver", "sinks/connpool"}
+var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool"}
 
 const repoModule = "github.com/disco-lb/disco"
 
@@ -218,6 +218,20 @@ func TestModulesWorkOutsideTheRepository(t *testing.T) {
 			t.Fatalf("the program printed %q", out)
 		}
 		t.Logf("core + connpool: %d modules, binary %.1f MB", len(mods), float64(size)/1e6)
+	})
+
+	t.Run("the file and DNS sources with core", func(t *testing.T) {
+		c := newConsumer(t, proxy, "filedns", fileDNSMain)
+		mods, bin, size := c.build(version, "core", "sources/file", "sources/dns")
+		for _, unwanted := range []string{"k8s.io/", "google.golang.org/grpc", "github.com/prometheus/", repoModule + "/sources/kubernetes", repoModule + "/sinks"} {
+			if k := holds(mods, unwanted); len(k) > 0 {
+				t.Fatalf("core + file + dns has %v in its module graph", k)
+			}
+		}
+		if out := c.run(bin); !strings.Contains(out, "greeter: 10.0.0.1:50051") || !strings.Contains(out, "dns target: _grpc._tcp.greeter.example.com") {
+			t.Fatalf("the program printed %q", out)
+		}
+		t.Logf("core + file + dns: %d modules, binary %.1f MB", len(mods), float64(size)/1e6)
 	})
 
 	t.Run("the README's example against a real API server", func(t *testing.T) {
@@ -456,5 +470,71 @@ func main() {
 		}
 		fmt.Println(r.Status, "from", p.Addr)
 	}
+}
+`
+
+// fileDNSMain: the file source read through a hub, the DNS source built
+// and given a target, with core only.
+const fileDNSMain = `package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/sources/dns"
+	"github.com/disco-lb/disco/sources/file"
+)
+
+func main() {
+	dir, err := os.MkdirTemp("", "filedns")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	data := "targets:\n  - target: greeter\n    endpoints: [10.0.0.1:50051]\n"
+	if err := os.WriteFile(filepath.Join(dir, "endpoints.yaml"), []byte(data), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	src, err := file.New(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	hub := core.NewHub(src)
+	defer hub.Close()
+	got := make(chan core.Update, 1)
+	target := core.Target{Name: "greeter"}
+	sub, err := hub.Subscribe("print", core.SinkFunc(func(_ context.Context, u core.Update) error {
+		select {
+		case got <- u:
+		default:
+		}
+		return nil
+	}), target)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sub.WaitSynced(ctx); err != nil {
+		log.Fatal(err)
+	}
+	u := <-got
+	fmt.Println(u.Target.Name+":", u.State.Endpoints.At(0).HostPort())
+
+	d, err := dns.New(dns.WithServer("127.0.0.1:53"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	t, err := d.Target("dns+srv:///_grpc._tcp.greeter.example.com")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("dns target:", t.Name)
 }
 `
