@@ -302,6 +302,16 @@ var (
 // metric finds the one series of name with all the given labels.
 func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) *dto.Metric {
 	t.Helper()
+	m := findMetric(t, reg, name, labels)
+	if m == nil {
+		t.Fatalf("no series %s%v", name, labels)
+	}
+	return m
+}
+
+// findMetric is metric, nil if there is no such series (yet).
+func findMetric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) *dto.Metric {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -324,7 +334,6 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[stri
 			return m
 		}
 	}
-	t.Fatalf("no series %s%v", name, labels)
 	return nil
 }
 

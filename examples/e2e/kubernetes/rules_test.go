@@ -66,7 +66,7 @@ func TestDeletedServiceEndsWithNoEndpoints(t *testing.T) {
 			if order == "service first" {
 				e.delete("greeter-a") // the garbage collector, later: nothing changes
 				deletes := map[string]string{"namespace": e.ns, "service": "greeter", "type": "delete"}
-				for counterValue(t, reg, "disco_kubernetes_events_total", deletes) < 1 {
+				for m := findMetric(t, reg, "disco_kubernetes_events_total", deletes); m == nil || m.GetCounter().GetValue() < 1; m = findMetric(t, reg, "disco_kubernetes_events_total", deletes) {
 					if ctx.Err() != nil {
 						t.Fatal("the slice delete never reached the source")
 					}
