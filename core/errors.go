@@ -2,6 +2,7 @@ package core
 
 import (
 	"errors"
+	"time"
 )
 
 // Sentinel errors. Sources wrap one of the first four (with %w) so that core,
@@ -142,3 +143,32 @@ type markedError struct {
 func (e markedError) Error() string   { return e.err.Error() }
 func (e markedError) Unwrap() error   { return e.err }
 func (e markedError) Retryable() bool { return e.retryable }
+
+// RetryAfter marks err as retryable, no sooner than d from now: a sink
+// returning it has the target's newest state delivered again after d
+// instead of after the hub's backoff. A sink with a schedule of its own
+// (the webhook sink, honouring a receiver's Retry-After) uses it. Packages
+// can do the same without importing core by giving their error a method
+// `RetryAfter() time.Duration`. RetryAfter(nil, d) is nil.
+func RetryAfter(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return retryAfterError{markedError{err: err, retryable: true}, max(d, 0)}
+}
+
+// RetryDelay returns the delay err asks for (see RetryAfter).
+func RetryDelay(err error) (time.Duration, bool) {
+	var r interface{ RetryAfter() time.Duration }
+	if errors.As(err, &r) {
+		return r.RetryAfter(), true
+	}
+	return 0, false
+}
+
+type retryAfterError struct {
+	markedError
+	d time.Duration
+}
+
+func (e retryAfterError) RetryAfter() time.Duration { return e.d }

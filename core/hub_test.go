@@ -334,6 +334,43 @@ func TestPermanentSinkErrorKeepsDeltaCumulative(t *testing.T) {
 	}
 }
 
+// A sink's RetryAfter replaces the hub's backoff: the newest state comes
+// again after exactly the delay the sink asked for, however short or long.
+func TestSinkRetryAfterSetsTheDelay(t *testing.T) {
+	for _, d := range []time.Duration{50 * time.Millisecond, 30 * time.Second} {
+		t.Run(d.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := coretest.NewScript()
+				rec := coretest.NewRecorder()
+				h := core.NewHub(src, core.WithBackoff(time.Second, time.Second))
+				defer h.Close()
+				subscribe(t, h, "rec", rec, svc)
+				synctest.Wait()
+				rec.FailWith(core.RetryAfter(errors.New("503"), d))
+				src.Publish(svc, coretest.Set(t, ep("a", "1")))
+				synctest.Wait()
+				rec.FailWith(nil)
+				time.Sleep(d - time.Millisecond)
+				synctest.Wait()
+				if rec.Calls() != 1 {
+					t.Fatalf("%d calls before the delay ended, want 1", rec.Calls())
+				}
+				time.Sleep(time.Millisecond)
+				synctest.Wait()
+				if rec.Calls() != 2 || len(rec.Updates()) != 1 {
+					t.Fatalf("%d calls, %d accepted at the delay, want 2 and 1", rec.Calls(), len(rec.Updates()))
+				}
+			})
+		})
+	}
+	if d, ok := core.RetryDelay(fmt.Errorf("wrapped: %w", core.RetryAfter(errors.New("x"), time.Minute))); !ok || d != time.Minute {
+		t.Fatalf("RetryDelay = %v %v", d, ok)
+	}
+	if core.IsPermanent(core.RetryAfter(core.ErrInvalid, time.Second)) || core.RetryAfter(nil, time.Second) != nil {
+		t.Fatal("RetryAfter must be retryable, and nil for nil")
+	}
+}
+
 func TestResyncSendsTheFullStateFromNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()

@@ -246,6 +246,9 @@ func (m *mailbox) deliver(l *lane, seq uint64, st State) {
 		return
 	}
 	delay := m.cfg.backoff.Delay(l.attempt)
+	if d, ok := RetryDelay(err); ok {
+		delay = d // the sink's own schedule
+	}
 	l.attempt++
 	m.cfg.log.Warn("core: sink failed; retrying with the newest state", zap.String("sink", m.name),
 		zap.Stringer("target", l.target), zap.Uint64("seq", seq), zap.Int("attempt", l.attempt),
