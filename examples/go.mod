@@ -23,6 +23,7 @@ require (
 	github.com/disco-lb/disco/sources/kubernetes/kubetest v0.2.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
+	github.com/standard-webhooks/standard-webhooks/libraries v1.3.0
 	go.uber.org/zap v1.28.0
 	golang.org/x/mod v0.43.0
 	k8s.io/api v0.36.6
@@ -39,6 +40,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
+	github.com/disco-lb/disco/sinks/webhook v0.2.0
 	github.com/disco-lb/disco/sources/dns v0.2.0
 	github.com/disco-lb/disco/sources/file v0.2.0
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
@@ -86,3 +88,5 @@ replace github.com/disco-lb/disco/sources/kubernetes/kubetest => ../sources/kube
 replace github.com/disco-lb/disco/sources/dns => ../sources/dns
 
 replace github.com/disco-lb/disco/sources/file => ../sources/file
+
+replace github.com/disco-lb/disco/sinks/webhook => ../sinks/webhook

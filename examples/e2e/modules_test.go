@@ -20,7 +20,7 @@ import (
 )
 
 // The product modules, as a user imports them.
-var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool"}
+var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool", "sinks/webhook"}
 
 const repoModule = "github.com/disco-lb/disco"
 
