@@ -1,0 +1,396 @@
+package plugin_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/plugin"
+)
+
+// The test binary is also the plugin: run with DISCO_TEST_PLUGIN=source or
+// sink (and DISCO_TEST_DIR, the directory it shares with the test), it
+// serves a test source or sink over go-plugin, as a real process.
+func TestMain(m *testing.M) {
+	switch os.Getenv("DISCO_TEST_PLUGIN") {
+	case "source":
+		plugin.ServeSource(&dirSource{dir: os.Getenv("DISCO_TEST_DIR")})
+		return
+	case "sink":
+		plugin.ServeSink(&dirSink{dir: os.Getenv("DISCO_TEST_DIR"), held: map[core.Target]core.Set{}})
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// dirSource is the plugin's source: target t's backends are the JSON file
+// dir/<t.Name>.json (a list of "address:port"), read every 10 ms; a file
+// dir/broken makes every target fail (unavailable); a watch that ends
+// writes dir/<t.Name>.cancelled.
+type dirSource struct{ dir string }
+
+func (s *dirSource) Watch(ctx context.Context, t core.Target, pub core.Publisher) error {
+	defer os.WriteFile(filepath.Join(s.dir, t.Name+".cancelled"), nil, 0o644)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var last []byte
+	sent := false
+	for {
+		if _, err := os.Stat(filepath.Join(s.dir, "broken")); err == nil {
+			pub.Fail(fmt.Errorf("backend broken: %w", core.ErrUnavailable))
+			sent = false
+		} else if data, err := os.ReadFile(filepath.Join(s.dir, t.Name+".json")); err == nil && (!sent || string(data) != string(last)) {
+			var hps []string
+			if err := json.Unmarshal(data, &hps); err == nil {
+				var eps []*core.Endpoint
+				for _, hp := range hps {
+					host, port, _ := strings.Cut(hp, ":")
+					var p uint16
+					fmt.Sscan(port, &p)
+					eps = append(eps, &core.Endpoint{Addresses: []string{host}, Port: p})
+				}
+				set, err := core.NewSet(eps...)
+				if err == nil {
+					pub.Publish(set)
+					last, sent = data, true
+				}
+			}
+		} else if os.IsNotExist(err) && !sent {
+			pub.Publish(core.Set{})
+			sent = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// dirSink is the plugin's sink: it holds each target's endpoints and writes
+// them to dir/<target name>.held (JSON list of host:port), so the test can
+// observe what the plugin holds.
+type dirSink struct {
+	dir  string
+	mu   sync.Mutex
+	held map[core.Target]core.Set
+}
+
+func (s *dirSink) Update(ctx context.Context, u core.Update) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "slow")); err == nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	base := s.held[u.Target]
+	if u.BaseSeq == 0 {
+		base = core.Set{}
+	}
+	next, err := base.Apply(u.Delta)
+	if err != nil {
+		return fmt.Errorf("%v: %w", err, core.ErrResync)
+	}
+	if !u.State.Synced {
+		return nil
+	}
+	s.held[u.Target] = next
+	var hps []string
+	for e := range next.All() {
+		hps = append(hps, e.HostPorts()...)
+	}
+	data, _ := json.Marshal(hps)
+	tmp := filepath.Join(s.dir, ".tmp-"+u.Target.Name)
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(s.dir, u.Target.Name+".held"))
+}
+
+// pluginBinary returns this test binary, to run as a plugin in dir.
+func pluginBinary(t testing.TB, kind, dir string) []plugin.Option {
+	t.Helper()
+	t.Setenv("DISCO_TEST_PLUGIN", kind)
+	t.Setenv("DISCO_TEST_DIR", dir)
+	return []plugin.Option{plugin.WithRestart(20*time.Millisecond, 200*time.Millisecond, 5), plugin.WithHealthCheck(200 * time.Millisecond)}
+}
+
+func self(t testing.TB) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+func writeJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	data, _ := json.Marshal(v)
+	if err := os.WriteFile(path+".tmp", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sourceHarness runs core's source conformance suite through a plugin
+// process.
+type sourceHarness struct {
+	dir string
+	src *plugin.Source
+	n   atomic.Int32
+}
+
+func (h *sourceHarness) Source() core.Source { return h.src }
+func (h *sourceHarness) NewTarget(t *testing.T) core.Target {
+	return core.Target{Name: fmt.Sprintf("t%d", h.n.Add(1))}
+}
+func (h *sourceHarness) Write(t *testing.T, tg core.Target, bs []coretest.Backend) {
+	hps := []string{}
+	for _, b := range bs {
+		hps = append(hps, b.HostPort())
+	}
+	writeJSON(t, filepath.Join(h.dir, tg.Name+".json"), hps)
+}
+func (h *sourceHarness) Break(t *testing.T) bool {
+	return os.WriteFile(filepath.Join(h.dir, "broken"), nil, 0o644) == nil
+}
+func (h *sourceHarness) Heal(t *testing.T) { os.Remove(filepath.Join(h.dir, "broken")) }
+func (h *sourceHarness) Missing(t *testing.T) (core.Target, error, bool) {
+	return core.Target{Name: "nosuch"}, nil, true
+}
+func (h *sourceHarness) Timeout() time.Duration { return 10 * time.Second }
+func (h *sourceHarness) IgnoreGoroutines() []string {
+	return []string{"go-plugin", "hashicorp", "os/exec", "grpc"}
+}
+
+func newPluginSource(t *testing.T) (*plugin.Source, string) {
+	t.Helper()
+	dir := t.TempDir()
+	src, err := plugin.NewSource(self(t), pluginBinary(t, "source", dir)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src, dir
+}
+
+func TestSourceThroughThePluginPassesTheSourceSuite(t *testing.T) {
+	src, dir := newPluginSource(t)
+	coretest.TestSource(t, &sourceHarness{dir: dir, src: src})
+}
+
+// sinkHarness runs core's sink conformance suite through a plugin process.
+type sinkHarness struct{ dirs sync.Map }
+
+func (h *sinkHarness) NewSink(t *testing.T) core.Sink {
+	dir := t.TempDir()
+	s, err := plugin.NewSink(self(t), pluginBinary(t, "sink", dir)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	h.dirs.Store(s, dir)
+	return s
+}
+func (h *sinkHarness) Observe(t *testing.T, s core.Sink, tg core.Target) []string {
+	dir, _ := h.dirs.Load(s)
+	data, err := os.ReadFile(filepath.Join(dir.(string), tg.Name+".held"))
+	if err != nil {
+		return nil
+	}
+	var hps []string
+	_ = json.Unmarshal(data, &hps)
+	return hps
+}
+func (h *sinkHarness) Routes() bool           { return false }
+func (h *sinkHarness) MultiTarget() bool      { return true }
+func (h *sinkHarness) Timeout() time.Duration { return 10 * time.Second }
+
+func TestSinkThroughThePluginPassesTheSinkSuite(t *testing.T) {
+	coretest.TestSink(t, &sinkHarness{})
+}
+
+// A source plugin killed with SIGKILL mid-stream: the last good state stays
+// (stale), the plugin is restarted and the target watched again, and a
+// change made meanwhile arrives.
+func TestSourcePluginKilledIsRestartedAndRewatched(t *testing.T) {
+	src, dir := newPluginSource(t)
+	tg := core.Target{Name: "greeter"}
+	writeJSON(t, filepath.Join(dir, "greeter.json"), []string{"10.0.0.1:80", "10.0.0.2:80"})
+	hub := core.NewHub(src)
+	defer hub.Close()
+	rec := coretest.NewRecorder()
+	sub, err := hub.Subscribe("rec", rec, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	waitEndpoints(t, rec, tg, false, "10.0.0.1:80", "10.0.0.2:80")
+	killPlugin(t, "source")
+	began := time.Now()
+	writeJSON(t, filepath.Join(dir, "greeter.json"), []string{"10.0.0.3:80"})
+	waitEndpoints(t, rec, tg, false, "10.0.0.3:80")
+	t.Logf("from SIGKILL to the new state: %v", time.Since(began))
+	for _, u := range rec.For(tg) {
+		if u.State.Synced && u.State.Endpoints.Len() == 0 {
+			t.Fatal("an empty state was published while the plugin was down")
+		}
+	}
+}
+
+// A sink plugin killed with SIGKILL: restarted, and the full state of every
+// target replayed to it at once, without a new update.
+func TestSinkPluginKilledIsRestartedAndReplayed(t *testing.T) {
+	dir := t.TempDir()
+	sink, err := plugin.NewSink(self(t), pluginBinary(t, "sink", dir)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	tg := core.Target{Name: "greeter"}
+	set := coretest.Set(t, &core.Endpoint{Addresses: []string{"10.0.0.1"}, Port: 80}, &core.Endpoint{Addresses: []string{"10.0.0.2"}, Port: 80})
+	hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{tg: set}))
+	defer hub.Close()
+	sub, err := hub.Subscribe("plugin", sink, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	held := filepath.Join(dir, "greeter.held")
+	waitFile(t, held, `["10.0.0.1:80","10.0.0.2:80"]`)
+	os.Remove(held)
+	killPlugin(t, "sink")
+	began := time.Now()
+	waitFile(t, held, `["10.0.0.1:80","10.0.0.2:80"]`)
+	t.Logf("from SIGKILL to the full state replayed: %v", time.Since(began))
+}
+
+// A binary that is not there, not executable, or not a disco plugin: an
+// error naming the binary and what was wrong.
+func TestBadBinaries(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "not-exec")
+	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	garbage := filepath.Join(dir, "garbage")
+	os.WriteFile(garbage, []byte("#!/bin/sh\necho 'not|a|handshake'\nsleep 5\n"), 0o755)
+	exits := filepath.Join(dir, "exits")
+	os.WriteFile(exits, []byte("#!/bin/sh\nexit 3\n"), 0o755)
+	version := filepath.Join(dir, "version")
+	os.WriteFile(version, []byte("#!/bin/sh\necho '1|9|tcp|127.0.0.1:1|grpc'\nsleep 5\n"), 0o755)
+	for _, tc := range []struct{ path, want string }{
+		{filepath.Join(dir, "missing"), "no such file"},
+		{notExec, "permission denied"},
+		{exits, "exited during go-plugin's handshake"},
+		{garbage, ""},
+		{version, "version"},
+	} {
+		t.Run(filepath.Base(tc.path), func(t *testing.T) {
+			_, err := plugin.NewSource(tc.path, plugin.WithRestart(time.Millisecond, time.Millisecond, 1))
+			if err == nil || !strings.Contains(err.Error(), tc.path) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("NewSource(%s) = %v, want an error naming it and saying %q", filepath.Base(tc.path), err, tc.want)
+			}
+			t.Logf("%v", err)
+		})
+	}
+}
+
+// Cancelling a watch on the host ends it inside the plugin.
+func TestCancelCrossesTheBoundary(t *testing.T) {
+	src, dir := newPluginSource(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Watch(ctx, core.Target{Name: "c"}, nopPublisher{}) }()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, "c.cancelled"), "")
+}
+
+type nopPublisher struct{}
+
+func (nopPublisher) Publish(core.Set)             {}
+func (nopPublisher) PublishStale(core.Set, error) {}
+func (nopPublisher) Fail(error)                   {}
+
+// killPlugin SIGKILLs this test's plugin processes of kind.
+func killPlugin(t *testing.T, kind string) {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	killed := 0
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), "DISCO_TEST_DIR="+os.Getenv("DISCO_TEST_DIR")) {
+			continue
+		}
+		if slices.Contains(strings.Split(string(env), "\x00"), "DISCO_TEST_PLUGIN="+kind) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			killed++
+		}
+	}
+	if killed == 0 {
+		t.Fatal("no plugin process to kill")
+	}
+}
+
+func waitEndpoints(t *testing.T, rec *coretest.Recorder, tg core.Target, stale bool, want ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := rec.WaitFor(ctx, func([]core.Update) bool {
+		u, ok := rec.Last(tg)
+		if !ok || !u.State.Synced || u.State.Stale.IsStale() != stale {
+			return false
+		}
+		var got []string
+		for e := range u.State.Endpoints.All() {
+			got = append(got, e.HostPort())
+		}
+		slices.Sort(got)
+		return slices.Equal(got, want)
+	}); err != nil {
+		u, _ := rec.Last(tg)
+		t.Fatalf("%s: want %v, last %+v", tg, want, u.State)
+	}
+}
+
+func waitFile(t *testing.T, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		data, err := os.ReadFile(path)
+		if err == nil && (want == "" || string(data) == want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %q (%v), want %q", path, data, err, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
