@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -191,7 +192,7 @@ func (p *proc) dead(gen uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.gen == gen && p.client != nil {
-		p.client.Kill()
+		hardKill(p.client) // its RPCs failed: do not wait on a graceful shutdown
 	}
 }
 
@@ -206,7 +207,7 @@ func (p *proc) restart(ctx context.Context) error {
 		return nil // someone else restarted it
 	}
 	if p.client != nil {
-		p.client.Kill()
+		kill(p.client)
 		p.client = nil
 		if time.Since(p.started) >= p.cfg.healthyAfter {
 			p.crashes = 0
@@ -294,7 +295,30 @@ func (p *proc) monitor() {
 		p.mu.Lock()
 		p.lastErr = errors.New("stopped answering its health check")
 		p.mu.Unlock()
+		hardKill(client) // a graceful shutdown would wait on it forever
 		client.Kill()
+	}
+}
+
+// hardKill SIGKILLs the plugin's process.
+func hardKill(c *goplugin.Client) {
+	if rc := c.ReattachConfig(); rc != nil && rc.Pid > 0 {
+		if proc, err := os.FindProcess(rc.Pid); err == nil {
+			_ = proc.Kill()
+		}
+	}
+}
+
+// kill ends the plugin: gracefully if it answers within 2 s, else by
+// SIGKILL.
+func kill(c *goplugin.Client) {
+	done := make(chan struct{})
+	go func() { defer close(done); c.Kill() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		hardKill(c)
+		<-done
 	}
 }
 
@@ -312,11 +336,11 @@ func (p *proc) close() {
 	p.startMu.Lock() // a start in progress ends first
 	defer p.startMu.Unlock()
 	if client != nil {
-		client.Kill()
+		kill(client)
 	}
 	p.mu.Lock()
-	if p.client != nil {
-		p.client.Kill()
+	if p.client != nil && p.client != client {
+		kill(p.client)
 	}
 	p.mu.Unlock()
 }

@@ -1,10 +1,13 @@
 package plugin_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +18,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
@@ -32,6 +38,21 @@ func TestMain(m *testing.M) {
 	case "sink":
 		plugin.ServeSink(&dirSink{dir: os.Getenv("DISCO_TEST_DIR"), held: map[core.Target]core.Set{}})
 		return
+	case "crashy": // a source that dies soon after every start
+		go func() { time.Sleep(300 * time.Millisecond); os.Exit(3) }()
+		plugin.ServeSource(&dirSource{dir: os.Getenv("DISCO_TEST_DIR")})
+		return
+	case "host": // a host running a source plugin, until killed
+		os.Setenv("DISCO_TEST_PLUGIN", "source")
+		src, err := plugin.NewSource(os.Args[0])
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		defer src.Close()
+		fmt.Println("ready")
+		time.Sleep(time.Minute)
+		return
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -43,6 +64,9 @@ func TestMain(m *testing.M) {
 type dirSource struct{ dir string }
 
 func (s *dirSource) Watch(ctx context.Context, t core.Target, pub core.Publisher) error {
+	if t.Name == "warn" {
+		plugin.Logger().Warn("test plugin warning", zap.String("target", t.String()))
+	}
 	defer os.WriteFile(filepath.Join(s.dir, t.Name+".cancelled"), nil, 0o644)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -336,27 +360,29 @@ func (nopPublisher) PublishStale(core.Set, error) {}
 func (nopPublisher) Fail(error)                   {}
 
 // killPlugin SIGKILLs this test's plugin processes of kind.
-func killPlugin(t *testing.T, kind string) {
-	t.Helper()
+func killPlugin(t *testing.T, kind string) { t.Helper(); signalPlugin(t, kind, syscall.SIGKILL) }
+
+// eachPlugin calls fn with the pid of each plugin process of kind run for
+// this test (by its DISCO_TEST_DIR), and returns how many.
+func eachPlugin(kind string, fn func(pid int)) int {
 	entries, _ := os.ReadDir("/proc")
-	killed := 0
+	n := 0
 	for _, e := range entries {
 		var pid int
 		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || pid == os.Getpid() {
 			continue
 		}
 		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil || !slices.Contains(strings.Split(string(env), "\x00"), "DISCO_TEST_DIR="+os.Getenv("DISCO_TEST_DIR")) {
+		if err != nil {
 			continue
 		}
-		if slices.Contains(strings.Split(string(env), "\x00"), "DISCO_TEST_PLUGIN="+kind) {
-			syscall.Kill(pid, syscall.SIGKILL)
-			killed++
+		vars := strings.Split(string(env), "\x00")
+		if slices.Contains(vars, "DISCO_TEST_DIR="+os.Getenv("DISCO_TEST_DIR")) && slices.Contains(vars, "DISCO_TEST_PLUGIN="+kind) {
+			fn(pid)
+			n++
 		}
 	}
-	if killed == 0 {
-		t.Fatal("no plugin process to kill")
-	}
+	return n
 }
 
 func waitEndpoints(t *testing.T, rec *coretest.Recorder, tg core.Target, stale bool, want ...string) {
@@ -392,5 +418,185 @@ func waitFile(t *testing.T, path, want string) {
 			t.Fatalf("%s: %q (%v), want %q", path, data, err, want)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A plugin that stops answering (SIGSTOP) is found by the health check,
+// killed and restarted; its targets are watched again.
+func TestHangingPluginIsKilledAndRestarted(t *testing.T) {
+	src, dir := newPluginSource(t)
+	tg := core.Target{Name: "greeter"}
+	writeJSON(t, filepath.Join(dir, "greeter.json"), []string{"10.0.0.1:80"})
+	hub := core.NewHub(src)
+	defer hub.Close()
+	rec := coretest.NewRecorder()
+	sub, err := hub.Subscribe("rec", rec, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	waitEndpoints(t, rec, tg, false, "10.0.0.1:80")
+	signalPlugin(t, "source", syscall.SIGSTOP)
+	writeJSON(t, filepath.Join(dir, "greeter.json"), []string{"10.0.0.2:80"})
+	waitEndpoints(t, rec, tg, false, "10.0.0.2:80")
+}
+
+// A plugin that keeps crashing soon after it starts is given up on after
+// the bound, with an error naming the binary: the watch ends.
+func TestCrashLoopIsGivenUpOn(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("DISCO_TEST_PLUGIN", "crashy")
+	t.Setenv("DISCO_TEST_DIR", dir)
+	src, err := plugin.NewSource(self(t), plugin.WithRestart(10*time.Millisecond, 50*time.Millisecond, 3), plugin.WithHealthCheck(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = src.Watch(ctx, core.Target{Name: "x"}, nopPublisher{})
+	if !errors.Is(err, plugin.ErrGaveUp) || !strings.Contains(err.Error(), self(t)) || !core.IsPermanent(err) {
+		t.Fatalf("Watch = %v, want a permanent ErrGaveUp naming the binary", err)
+	}
+}
+
+// A host killed with SIGKILL leaves no plugin process behind.
+func TestKilledHostLeavesNoPlugin(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(self(t))
+	cmd.Env = append(os.Environ(), "DISCO_TEST_PLUGIN=host", "DISCO_TEST_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("host said %q", line)
+	}
+	children := childrenOf(cmd.Process.Pid)
+	if len(children) == 0 {
+		t.Fatal("the host runs no plugin process")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range children {
+		for syscall.Kill(pid, 0) == nil {
+			if time.Now().After(deadline) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("plugin %d outlived its killed host", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var child int
+		if _, err := fmt.Sscan(e.Name(), &child); err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		var ppid int
+		if len(fields) > 1 {
+			fmt.Sscan(fields[1], &ppid)
+		}
+		if ppid == pid {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// A slow sink plugin delays no other sink of the hub.
+func TestSlowSinkPluginDelaysNoOne(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "slow"), nil, 0o644)
+	sink, err := plugin.NewSink(self(t), pluginBinary(t, "sink", dir)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	tg := core.Target{Name: "greeter"}
+	src := core.NewStatic(map[core.Target]core.Set{tg: {}})
+	hub := core.NewHub(src)
+	defer hub.Close()
+	slow, err := hub.Subscribe("slow plugin", sink, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	rec := coretest.NewRecorder()
+	fast, err := hub.Subscribe("in-process", rec, tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	began := time.Now()
+	for i := 1; i <= 20; i++ {
+		want := fmt.Sprintf("10.0.0.%d:80", i)
+		src.Set(tg, coretest.Set(t, &core.Endpoint{Addresses: []string{fmt.Sprintf("10.0.0.%d", i)}, Port: 80}))
+		waitEndpoints(t, rec, tg, false, want)
+	}
+	if d := time.Since(began); d > 2*time.Second {
+		t.Fatalf("20 changes took %v beside a sink plugin taking 2 s per update", d)
+	}
+}
+
+// The plugin's log lines (plugin.Logger, hclog JSON on its stderr) reach
+// the host's zap logger at their level, named after the binary.
+func TestPluginLogsReachTheHostLogger(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	dir := t.TempDir()
+	src, err := plugin.NewSource(self(t), append(pluginBinary(t, "source", dir), plugin.WithLogger(zap.New(core)))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Watch(ctx, coreTarget("warn"), nopPublisher{}) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, e := range logs.All() {
+			if e.Message == "test plugin warning" {
+				if e.Level != zapcore.WarnLevel || !strings.Contains(e.LoggerName, filepath.Base(self(t))) {
+					t.Fatalf("entry at %v from %q, want warn from the binary's name", e.Level, e.LoggerName)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			for _, e := range logs.All() {
+				t.Logf("%v %q %q %v", e.Level, e.LoggerName, e.Message, e.Context)
+			}
+			t.Fatalf("the plugin's warning never reached the host; got %d entries", logs.Len())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func coreTarget(name string) core.Target { return core.Target{Name: name} }
+
+// signalPlugin sends sig to this test's plugin processes of kind.
+func signalPlugin(t *testing.T, kind string, sig syscall.Signal) {
+	t.Helper()
+	if n := eachPlugin(kind, func(pid int) { syscall.Kill(pid, sig) }); n == 0 {
+		t.Fatal("no plugin process to signal")
 	}
 }

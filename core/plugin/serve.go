@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"time"
 
 	goplugin "github.com/hashicorp/go-plugin"
 	"go.uber.org/zap"
@@ -31,6 +32,7 @@ func ServeSink(sink core.Sink) {
 }
 
 func serve(sets map[int]goplugin.PluginSet) {
+	go exitWithHost()
 	goplugin.Serve(&goplugin.ServeConfig{HandshakeConfig: Handshake, VersionedPlugins: sets, GRPCServer: goplugin.DefaultGRPCServer})
 }
 
@@ -40,11 +42,15 @@ func serve(sets map[int]goplugin.PluginSet) {
 func Logger() *zap.Logger {
 	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{
 		MessageKey: "@message", LevelKey: "@level", TimeKey: "@timestamp", NameKey: "@module",
-		EncodeLevel: zapcore.LowercaseLevelEncoder, EncodeTime: zapcore.RFC3339NanoTimeEncoder,
+		EncodeLevel: zapcore.LowercaseLevelEncoder, EncodeTime: zapcore.TimeEncoderOfLayout("2006-01-02T15:04:05.000000Z07:00"), // hclog's
 		EncodeDuration: zapcore.StringDurationEncoder,
 	})
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zapcore.DebugLevel))
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(stderr), zapcore.DebugLevel))
 }
+
+// stderr is the process's stderr before go-plugin's Serve redirects
+// os.Stderr into its stdio stream: the host parses log lines from it.
+var stderr = os.Stderr
 
 type sourceServer struct {
 	pb.UnimplementedSourceServer
@@ -175,4 +181,16 @@ func fromStatus(name string, err error) error {
 		return core.Permanent(kindError(string(core.KindUnavailable), msg))
 	}
 	return kindError(string(core.KindUnavailable), msg)
+}
+
+// exitWithHost ends the plugin when its host is gone, even when the host
+// was killed and could not end it: the parent process changes (the
+// orphan is adopted by init or a subreaper).
+func exitWithHost() {
+	parent := os.Getppid()
+	for range time.Tick(200 * time.Millisecond) {
+		if os.Getppid() != parent {
+			os.Exit(2)
+		}
+	}
 }
