@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 	case "sink":
 		plugin.ServeSink(&dirSink{dir: os.Getenv("DISCO_TEST_DIR"), held: map[core.Target]core.Set{}})
 		return
+	case "ticker":
+		plugin.ServeSource(tickerSource{})
+		return
 	case "crashy": // a source that dies soon after every start
 		go func() { time.Sleep(300 * time.Millisecond); os.Exit(3) }()
 		plugin.ServeSource(&dirSource{dir: os.Getenv("DISCO_TEST_DIR")})
