@@ -32,14 +32,23 @@ require (
 )
 
 require (
+	github.com/fatih/color v1.13.0 // indirect
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
+	github.com/golang/protobuf v1.5.4 // indirect
+	github.com/hashicorp/go-hclog v1.6.3 // indirect
+	github.com/hashicorp/go-plugin v1.8.0 // indirect
+	github.com/hashicorp/yamux v0.1.2 // indirect
+	github.com/mattn/go-colorable v0.1.12 // indirect
+	github.com/mattn/go-isatty v0.0.17 // indirect
 	github.com/miekg/dns v1.1.73 // indirect
+	github.com/oklog/run v1.1.0 // indirect
 )
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
+	github.com/disco-lb/disco/core/plugin v0.2.0
 	github.com/disco-lb/disco/sinks/webhook v0.2.0
 	github.com/disco-lb/disco/sources/dns v0.2.0
 	github.com/disco-lb/disco/sources/file v0.2.0
@@ -90,3 +99,5 @@ replace github.com/disco-lb/disco/sources/dns => ../sources/dns
 replace github.com/disco-lb/disco/sources/file => ../sources/file
 
 replace github.com/disco-lb/disco/sinks/webhook => ../sinks/webhook
+
+replace github.com/disco-lb/disco/core/plugin => ../core/plugin
