@@ -152,9 +152,15 @@ console.log(JSON.stringify(out));`
 }
 
 // npmStandardWebhooks installs the npm standardwebhooks package (pinned)
-// into the disco cache once and returns its node_modules directory. Without
-// node or npm the test skips, unless DISCO_REQUIRE_NODE=1 (CI).
+// into the disco cache once and returns its node_modules directory.
 func npmStandardWebhooks(t *testing.T) string {
+	return npmInstall(t, "npm-standardwebhooks-1.1.1", "standardwebhooks@1.1.1")
+}
+
+// npmInstall installs pinned npm packages into the disco cache directory
+// name once, and returns its node_modules directory. Without node or npm
+// the test skips, unless DISCO_REQUIRE_NODE=1 (CI).
+func npmInstall(t *testing.T, name string, pkgs ...string) string {
 	t.Helper()
 	for _, bin := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -172,17 +178,20 @@ func npmStandardWebhooks(t *testing.T) string {
 		}
 		cache = filepath.Join(home, ".cache", "disco")
 	}
-	dir := filepath.Join(cache, "npm-standardwebhooks-1.1.1")
+	dir := filepath.Join(cache, name)
 	modules := filepath.Join(dir, "node_modules")
-	if _, err := os.Stat(filepath.Join(modules, "standardwebhooks", "package.json")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, ".installed")); err == nil {
 		return modules
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("npm", "install", "--prefix", dir, "--no-audit", "--no-fund", "--silent", "standardwebhooks@1.1.1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("npm install standardwebhooks@1.1.1: %v\n%s", err, out)
+	args := append([]string{"install", "--prefix", dir, "--no-audit", "--no-fund", "--silent"}, pkgs...)
+	if out, err := exec.Command("npm", args...).CombinedOutput(); err != nil {
+		t.Fatalf("npm install %v: %v\n%s", pkgs, err, out)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".installed"), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	return modules
 }
