@@ -16,7 +16,7 @@
 //
 // The protocol (proto/disco/plugin/v1/plugin.proto) is versioned with
 // go-plugin's protocol negotiation (ProtocolVersion), guarded by its
-// handshake cookie (Handshake), and runs over AutoMTLS. A source's watch is
+// handshake cookie (CookieKey, CookieValue), and runs over AutoMTLS. A source's watch is
 // a server stream of events, the first full, then deltas; a sink gets each
 // update in core's delta form and answers FAILED_PRECONDITION "resync" when
 // it does not hold the base state.

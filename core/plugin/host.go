@@ -118,7 +118,7 @@ func newProc(path, kind string, opts []Option) (*proc, error) {
 func (p *proc) start() error {
 	cmd := exec.Command(p.path, p.cfg.args...)
 	client := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig:  Handshake,
+		HandshakeConfig:  handshake,
 		VersionedPlugins: map[int]goplugin.PluginSet{ProtocolVersion: {SourcePlugin: &sourcePlugin{}, SinkPlugin: &sinkPlugin{}}},
 		Cmd:              cmd,
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},

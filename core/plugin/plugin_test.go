@@ -608,9 +608,7 @@ func signalPlugin(t *testing.T, kind string, sig syscall.Signal) {
 // refuses to run, and the host's error names the binary and says so.
 func TestWrongHandshakeCookie(t *testing.T) {
 	dir := t.TempDir()
-	saved := plugin.Handshake
-	plugin.Handshake.MagicCookieValue = "someone-else"
-	defer func() { plugin.Handshake = saved }()
+	defer plugin.SetHostCookie("someone-else")()
 	_, err := plugin.NewSource(self(t), pluginBinary(t, "source", dir)...)
 	if err == nil || !strings.Contains(err.Error(), self(t)) || !strings.Contains(err.Error(), "handshake") {
 		t.Fatalf("NewSource with another cookie = %v", err)

@@ -20,12 +20,21 @@ const (
 // different versions fail at start with an error saying so.
 const ProtocolVersion = 1
 
-// Handshake is go-plugin's handshake: a binary started without this
-// cookie is not run by a disco host (it says so and exits).
-var Handshake = goplugin.HandshakeConfig{
+// The handshake cookie: a disco host sets the environment variable
+// CookieKey to CookieValue for its plugins; a plugin binary started
+// without it says it is a plugin and exits, and a plugin that does not
+// know the host's value refuses to run.
+const (
+	CookieKey   = "DISCO_PLUGIN"
+	CookieValue = "disco-plugin-v1-6f1d2c8e"
+)
+
+// handshake is go-plugin's handshake configuration (a variable so that a
+// test can make a host with another cookie).
+var handshake = goplugin.HandshakeConfig{
 	ProtocolVersion:  ProtocolVersion,
-	MagicCookieKey:   "DISCO_PLUGIN",
-	MagicCookieValue: "disco-plugin-v1-6f1d2c8e",
+	MagicCookieKey:   CookieKey,
+	MagicCookieValue: CookieValue,
 }
 
 type sourcePlugin struct {

@@ -33,7 +33,7 @@ func ServeSink(sink core.Sink) {
 
 func serve(sets map[int]goplugin.PluginSet) {
 	go exitWithHost()
-	goplugin.Serve(&goplugin.ServeConfig{HandshakeConfig: Handshake, VersionedPlugins: sets, GRPCServer: goplugin.DefaultGRPCServer})
+	goplugin.Serve(&goplugin.ServeConfig{HandshakeConfig: handshake, VersionedPlugins: sets, GRPCServer: goplugin.DefaultGRPCServer})
 }
 
 // Logger returns a zap logger for a plugin binary: JSON lines on stderr in
