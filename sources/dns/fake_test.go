@@ -32,13 +32,21 @@ func newFake(t *testing.T) *fake {
 	t.Helper()
 	f := &fake{records: map[string][]mdns.RR{}, extra: map[string][]mdns.RR{}, soa: map[string]*mdns.SOA{},
 		trunc: map[string]int{}, counts: map[string]int{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// A UDP port whose TCP twin is free too: a few tries, as another
+	// process may hold the TCP port.
+	var pc net.PacketConn
+	var ln net.Listener
+	var err error
+	for range 20 {
+		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
+			t.Fatal(err)
+		}
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			break
+		}
 		pc.Close()
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	f.addr = pc.LocalAddr().String()
