@@ -9,6 +9,7 @@ package coretest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -139,6 +140,47 @@ func (r *Recorder) WaitFor(ctx context.Context, cond func([]core.Update) bool) e
 			return fmt.Errorf("coretest: condition not met: %w", ctx.Err())
 		}
 	}
+}
+
+// WaitState blocks until the last accepted state of t satisfies cond, or
+// ctx ends. It returns that state, or with the error the last state seen
+// (zero if none came).
+func (r *Recorder) WaitState(ctx context.Context, t core.Target, cond func(core.State) bool) (core.State, error) {
+	var last core.State
+	err := r.WaitFor(ctx, func(us []core.Update) bool {
+		for i := len(us) - 1; i >= 0; i-- {
+			if us[i].Target == t {
+				last = us[i].State
+				return cond(last)
+			}
+		}
+		return false
+	})
+	return last, err
+}
+
+// Watch subscribes a new Recorder to targets through a new hub over src,
+// closed when the test ends.
+func Watch(tb testing.TB, src core.Source, targets ...core.Target) (*core.Subscription, *Recorder) {
+	tb.Helper()
+	hub := core.NewHub(src)
+	tb.Cleanup(func() { hub.Close() })
+	rec := NewRecorder()
+	sub, err := hub.Subscribe("recorder", rec, targets...)
+	if err != nil {
+		tb.Fatalf("coretest: subscribe: %v", err)
+	}
+	return sub, rec
+}
+
+// HostPorts returns every address:port of a set, sorted.
+func HostPorts(s core.Set) []string {
+	var out []string
+	for e := range s.All() {
+		out = append(out, e.HostPorts()...)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // WaitSeq blocks until the recorder accepted an update of t with a sequence

@@ -119,9 +119,9 @@ func withConditions(e *core.Endpoint, ready, serving, terminating bool) *core.En
 func expect(h SinkHarness, st core.State) []string {
 	if h.Routes() {
 		s, _ := core.NewSet(core.Routable(st.Endpoints)...)
-		return hostPortsOfSet(s)
+		return HostPorts(s)
 	}
-	return hostPortsOfSet(st.Endpoints)
+	return HostPorts(st.Endpoints)
 }
 
 func waitObserve(t *testing.T, h SinkHarness, sink core.Sink, tg core.Target, want []string, what string) {

@@ -100,16 +100,6 @@ func hostPortsOf(bs []Backend) []string {
 	return out
 }
 
-// hostPortsOfSet returns every address:port of a set, sorted.
-func hostPortsOfSet(s core.Set) []string {
-	var out []string
-	for e := range s.All() {
-		out = append(out, e.HostPorts()...)
-	}
-	slices.Sort(out)
-	return out
-}
-
 type watched struct {
 	hub *core.Hub
 	rec *Recorder
@@ -137,14 +127,14 @@ type spyPublisher struct {
 
 func (p spyPublisher) Publish(set core.Set) {
 	p.s.mu.Lock()
-	p.s.log[p.t] = append(p.s.log[p.t], hostPortsOfSet(set))
+	p.s.log[p.t] = append(p.s.log[p.t], HostPorts(set))
 	p.s.mu.Unlock()
 	p.pub.Publish(set)
 }
 
 func (p spyPublisher) PublishStale(set core.Set, err error) {
 	p.s.mu.Lock()
-	p.s.log[p.t] = append(p.s.log[p.t], hostPortsOfSet(set))
+	p.s.log[p.t] = append(p.s.log[p.t], HostPorts(set))
 	p.s.mu.Unlock()
 	p.pub.PublishStale(set, err)
 }
@@ -169,19 +159,10 @@ func (w *watched) waitState(t *testing.T, h SourceHarness, tg core.Target, what 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout())
 	defer cancel()
-	var last core.State
-	err := w.rec.WaitFor(ctx, func(us []core.Update) bool {
-		for i := len(us) - 1; i >= 0; i-- {
-			if us[i].Target == tg {
-				last = us[i].State
-				return ok(last)
-			}
-		}
-		return false
-	})
+	last, err := w.rec.WaitState(ctx, tg, ok)
 	if err != nil {
 		t.Fatalf("coretest: %s: %s not reached within %v; last state: synced %v, stale %q, endpoints %v",
-			tg, what, h.Timeout(), last.Synced, last.Stale.Reason, hostPortsOfSet(last.Endpoints))
+			tg, what, h.Timeout(), last.Synced, last.Stale.Reason, HostPorts(last.Endpoints))
 	}
 	return last
 }
@@ -189,7 +170,7 @@ func (w *watched) waitState(t *testing.T, h SourceHarness, tg core.Target, what 
 func (w *watched) waitEndpoints(t *testing.T, h SourceHarness, tg core.Target, want []string) core.State {
 	t.Helper()
 	return w.waitState(t, h, tg, fmt.Sprintf("endpoints %v", want), func(s core.State) bool {
-		return s.Synced && !s.Stale.IsStale() && slices.Equal(hostPortsOfSet(s.Endpoints), want)
+		return s.Synced && !s.Stale.IsStale() && slices.Equal(HostPorts(s.Endpoints), want)
 	})
 }
 
@@ -279,7 +260,7 @@ func sourceKeepsLastGood(t *testing.T, h SourceHarness) {
 		}
 	}()
 	st := w.waitState(t, h, tg, "stale with the last good endpoints", func(s core.State) bool { return s.Stale.IsStale() })
-	if got := hostPortsOfSet(st.Endpoints); !slices.Equal(got, hostPortsOf(bs)) || !st.Synced {
+	if got := HostPorts(st.Endpoints); !slices.Equal(got, hostPortsOf(bs)) || !st.Synced {
 		t.Fatalf("coretest: stale state has %v (synced %v), want the last good %v", got, st.Synced, hostPortsOf(bs))
 	}
 	if st.Stale.Reason == "" || st.Stale.Kind == core.KindNone {
@@ -287,7 +268,7 @@ func sourceKeepsLastGood(t *testing.T, h SourceHarness) {
 	}
 	for _, u := range w.rec.For(tg) {
 		if u.State.Synced && u.State.Endpoints.Len() != len(bs) {
-			t.Fatalf("coretest: the broken backend made the source publish %v", hostPortsOfSet(u.State.Endpoints))
+			t.Fatalf("coretest: the broken backend made the source publish %v", HostPorts(u.State.Endpoints))
 		}
 	}
 	h.Heal(t)
@@ -312,7 +293,7 @@ func sourceMissing(t *testing.T, h SourceHarness) {
 			t.Fatalf("coretest: WaitSynced(missing) = %v, want synced and empty", err)
 		}
 		if st, _ := w.sub.State(tg); st.Endpoints.Len() != 0 {
-			t.Fatalf("coretest: missing target has endpoints %v", hostPortsOfSet(st.Endpoints))
+			t.Fatalf("coretest: missing target has endpoints %v", HostPorts(st.Endpoints))
 		}
 		return
 	}
@@ -333,7 +314,7 @@ func sourceIndependent(t *testing.T, h SourceHarness) {
 	h.Write(t, a, ba2)
 	w.waitEndpoints(t, h, a, hostPortsOf(ba2))
 	for _, u := range w.rec.For(b) {
-		if u.State.Synced && (u.State.Stale.IsStale() || !slices.Equal(hostPortsOfSet(u.State.Endpoints), hostPortsOf(bb))) {
+		if u.State.Synced && (u.State.Stale.IsStale() || !slices.Equal(HostPorts(u.State.Endpoints), hostPortsOf(bb))) {
 			t.Fatalf("coretest: a change of %s changed %s: %+v", a, b, u.State)
 		}
 	}

@@ -265,14 +265,7 @@ func TestSourcePluginKilledIsRestartedAndRewatched(t *testing.T) {
 	src, dir := newPluginSource(t)
 	tg := core.Target{Name: "greeter"}
 	writeJSON(t, filepath.Join(dir, "greeter.json"), []string{"10.0.0.1:80", "10.0.0.2:80"})
-	hub := core.NewHub(src)
-	defer hub.Close()
-	rec := coretest.NewRecorder()
-	sub, err := hub.Subscribe("rec", rec, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	_, rec := coretest.Watch(t, src, tg)
 	waitEndpoints(t, rec, tg, false, "10.0.0.1:80", "10.0.0.2:80")
 	killPlugin(t, "source")
 	began := time.Now()
@@ -392,20 +385,11 @@ func waitEndpoints(t *testing.T, rec *coretest.Recorder, tg core.Target, stale b
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := rec.WaitFor(ctx, func([]core.Update) bool {
-		u, ok := rec.Last(tg)
-		if !ok || !u.State.Synced || u.State.Stale.IsStale() != stale {
-			return false
-		}
-		var got []string
-		for e := range u.State.Endpoints.All() {
-			got = append(got, e.HostPort())
-		}
-		slices.Sort(got)
-		return slices.Equal(got, want)
+	want = slices.Sorted(slices.Values(want))
+	if last, err := rec.WaitState(ctx, tg, func(st core.State) bool {
+		return st.Synced && st.Stale.IsStale() == stale && slices.Equal(coretest.HostPorts(st.Endpoints), want)
 	}); err != nil {
-		u, _ := rec.Last(tg)
-		t.Fatalf("%s: want %v, last %+v", tg, want, u.State)
+		t.Fatalf("%s: want %v, last %+v", tg, want, last)
 	}
 }
 
@@ -430,14 +414,7 @@ func TestHangingPluginIsKilledAndRestarted(t *testing.T) {
 	src, dir := newPluginSource(t)
 	tg := core.Target{Name: "greeter"}
 	writeJSON(t, filepath.Join(dir, "greeter.json"), []string{"10.0.0.1:80"})
-	hub := core.NewHub(src)
-	defer hub.Close()
-	rec := coretest.NewRecorder()
-	sub, err := hub.Subscribe("rec", rec, tg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	_, rec := coretest.Watch(t, src, tg)
 	waitEndpoints(t, rec, tg, false, "10.0.0.1:80")
 	signalPlugin(t, "source", syscall.SIGSTOP)
 	writeJSON(t, filepath.Join(dir, "greeter.json"), []string{"10.0.0.2:80"})

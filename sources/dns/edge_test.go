@@ -20,12 +20,8 @@ func waitStale(t *testing.T, rec *coretest.Recorder, tg core.Target) core.State 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var st core.State
-	if err := rec.WaitFor(ctx, func([]core.Update) bool {
-		u, ok := rec.Last(tg)
-		st = u.State
-		return ok && u.State.Stale.IsStale()
-	}); err != nil {
+	st, err := rec.WaitState(ctx, tg, func(st core.State) bool { return st.Stale.IsStale() })
+	if err != nil {
 		t.Fatalf("%s never went stale; last: %+v", tg, st)
 	}
 	return st
@@ -43,7 +39,7 @@ func TestTruncatedAnswerIsAskedAgainOverTCP(t *testing.T) {
 	f.with(func(f *fake) { f.trunc["big.test."] = 3 })
 	src := fakeSource(t, f)
 	tg := target(t, src, "big.test:80")
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	var want []string
 	for _, a := range addrs {
 		want = append(want, a+":80 "+a+" 80")
@@ -74,7 +70,7 @@ func TestServerFailuresKeepTheLastGoodSet(t *testing.T) {
 			f.set("web.test.", answerA(0, "10.6.0.1", "10.6.0.2")(t, "web.test."))
 			src := fakeSource(t, f)
 			tg := target(t, src, "web.test:80")
-			_, rec := watch(t, src, tg)
+			_, rec := coretest.Watch(t, src, tg)
 			want := []string{"10.6.0.1:80 10.6.0.1 80", "10.6.0.2:80 10.6.0.2 80"}
 			waitFor(t, rec, tg, want...)
 			f.with(tc.fail)
@@ -103,7 +99,7 @@ func TestNoSuchNameIsEmptyNotStale(t *testing.T) {
 	f.set("web.test.", answerA(0, "10.7.0.1")(t, "web.test."))
 	src := fakeSource(t, f)
 	tg := target(t, src, "web.test:80")
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "web.test:80 10.7.0.1 80")
 	f.set("web.test.", nil) // NXDOMAIN
 	waitFor(t, rec, tg)
@@ -122,7 +118,7 @@ func TestNegativeAnswerHonoursTheSOA(t *testing.T) {
 	})
 	src := fakeSource(t, f)
 	tg := target(t, src, "gone.test:80")
-	sub, _ := watch(t, src, tg)
+	sub, _ := coretest.Watch(t, src, tg)
 	if err := sub.WaitSynced(ctxFor(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +150,7 @@ func TestSRVEdgeCases(t *testing.T) {
 	})
 	src := fakeSource(t, f)
 	none, svc := target(t, src, "_grpc._tcp.none.test"), target(t, src, "_grpc._tcp.svc.test")
-	_, rec := watch(t, src, none, svc)
+	_, rec := coretest.Watch(t, src, none, svc)
 	waitFor(t, rec, none)
 	waitFor(t, rec, svc,
 		"a.test:8080 10.8.0.1,fd00::8:1 8080 w50 p10",
@@ -173,7 +169,7 @@ func TestNextServerAnswersWhenOneFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	tg := target(t, src, "web.test:80")
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "web.test:80 10.9.0.1 80")
 	if bad.count("web.test.", "A") == 0 {
 		t.Fatal("the first server was not asked")

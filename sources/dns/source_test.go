@@ -77,19 +77,6 @@ func TestSourcePassesTheSourceSuite(t *testing.T) {
 	coretest.TestSource(t, &dnsHarness{srv: srv, src: src})
 }
 
-// watch subscribes a recorder to the targets through a hub.
-func watch(t *testing.T, src core.Source, targets ...core.Target) (*core.Subscription, *coretest.Recorder) {
-	t.Helper()
-	hub := core.NewHub(src)
-	t.Cleanup(func() { hub.Close() })
-	rec := coretest.NewRecorder()
-	sub, err := hub.Subscribe("test", rec, targets...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sub, rec
-}
-
 // endpointsOf renders a set as "id addrs port weight priority" lines.
 func endpointsOf(s core.Set) []string {
 	var out []string
@@ -108,11 +95,8 @@ func waitFor(t *testing.T, rec *coretest.Recorder, tg core.Target, want ...strin
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	var last core.State
-	err := rec.WaitFor(ctx, func([]core.Update) bool {
-		u, ok := rec.Last(tg)
-		last = u.State
-		return ok && u.State.Synced && !u.State.Stale.IsStale() && slices.Equal(endpointsOf(u.State.Endpoints), want)
+	last, err := rec.WaitState(ctx, tg, func(st core.State) bool {
+		return st.Synced && !st.Stale.IsStale() && slices.Equal(endpointsOf(st.Endpoints), want)
 	})
 	if err != nil {
 		t.Fatalf("%s: want %q, last state: synced %v stale %q endpoints %q", tg, want, last.Synced, last.Stale.Reason, endpointsOf(last.Endpoints))
@@ -164,7 +148,7 @@ func TestSRVFromARealServer(t *testing.T) {
 		dnstest.SRV{Target: srv.Name("gone"), Port: 50053, Priority: 10, Weight: 5}, // no addresses: left out
 	)
 	tg := target(t, src, name)
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg,
 		"a.disco.test:50051 10.1.0.1,fd00::1 50051 w60 p10",
 		"b.disco.test:50052 10.1.0.2 50052 w40 p10")
@@ -196,7 +180,7 @@ func TestHostRecordsFromARealServer(t *testing.T) {
 	web := srv.Name("web")
 	srv.SetHosts(web, "10.2.0.1", "fd00::1")
 	tg := target(t, src, web+":50051")
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "web.disco.test:50051 10.2.0.1,fd00::1 50051")
 	srv.SetHosts(web, "10.2.0.1", "10.2.0.2", "fd00::1")
 	waitFor(t, rec, tg, "10.2.0.1:50051 10.2.0.1 50051", "10.2.0.2:50051 10.2.0.2 50051", "[fd00::1]:50051 fd00::1 50051")
@@ -213,7 +197,7 @@ func TestChangeSeenWithinTTL(t *testing.T) {
 	web := srv.Name("ttl")
 	srv.SetHosts(web, "10.3.0.1")
 	tg := target(t, src, web+":50051")
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "ttl.disco.test:50051 10.3.0.1 50051")
 	var worst time.Duration
 	for i := range 3 {
@@ -240,7 +224,7 @@ func TestSourceQueriesNoMoreOftenThanTheTTL(t *testing.T) {
 	f.set("web.test.", answerA(1, "10.4.0.1")(t, "web.test."))
 	src := fakeSource(t, f)
 	tg := target(t, src, "web.test:80")
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "web.test:80 10.4.0.1 80")
 	before := f.count("web.test.", "A")
 	time.Sleep(2 * time.Second)

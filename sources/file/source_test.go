@@ -108,41 +108,17 @@ func addrs(net, n int) []string {
 	return out
 }
 
-// watch subscribes a recorder to targets through a hub over src.
-func watch(t *testing.T, src core.Source, targets ...core.Target) (*core.Subscription, *coretest.Recorder) {
-	t.Helper()
-	hub := core.NewHub(src)
-	t.Cleanup(func() { hub.Close() })
-	rec := coretest.NewRecorder()
-	sub, err := hub.Subscribe("test", rec, targets...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sub, rec
-}
-
-func hostPorts(s core.Set) []string {
-	var out []string
-	for e := range s.All() {
-		out = append(out, e.HostPort())
-	}
-	slices.Sort(out)
-	return out
-}
-
 // waitFor waits until tg's last state is synced, fresh and exactly want.
 func waitFor(t *testing.T, rec *coretest.Recorder, tg core.Target, want ...string) {
 	t.Helper()
 	want = slices.Sorted(slices.Values(want))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var last core.State
-	if err := rec.WaitFor(ctx, func([]core.Update) bool {
-		u, ok := rec.Last(tg)
-		last = u.State
-		return ok && u.State.Synced && !u.State.Stale.IsStale() && slices.Equal(hostPorts(u.State.Endpoints), want)
-	}); err != nil {
-		t.Fatalf("%s: want %d endpoints %.60q, last: synced %v stale %q, %d endpoints %.60q", tg, len(want), want, last.Synced, last.Stale.Reason, last.Endpoints.Len(), hostPorts(last.Endpoints))
+	last, err := rec.WaitState(ctx, tg, func(st core.State) bool {
+		return st.Synced && !st.Stale.IsStale() && slices.Equal(coretest.HostPorts(st.Endpoints), want)
+	})
+	if err != nil {
+		t.Fatalf("%s: want %d endpoints %.60q, last: synced %v stale %q, %d endpoints %.60q", tg, len(want), want, last.Synced, last.Stale.Reason, last.Endpoints.Len(), coretest.HostPorts(last.Endpoints))
 	}
 }
 
@@ -151,12 +127,8 @@ func waitStale(t *testing.T, rec *coretest.Recorder, tg core.Target) core.State 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var st core.State
-	if err := rec.WaitFor(ctx, func([]core.Update) bool {
-		u, ok := rec.Last(tg)
-		st = u.State
-		return ok && st.Stale.IsStale()
-	}); err != nil {
+	st, err := rec.WaitState(ctx, tg, func(st core.State) bool { return st.Stale.IsStale() })
+	if err != nil {
 		t.Fatalf("%s never went stale; last %+v", tg, st)
 	}
 	return st
@@ -179,12 +151,12 @@ func TestBrokenFileKeepsTheLastGoodSet(t *testing.T) {
 	writeRename(t, path, discoFile("greeter", "10.1.0.1:80", "10.1.0.2:80"))
 	src := newSource(t, dir, file.WithGrace(20*time.Millisecond))
 	tg := core.Target{Name: "greeter"}
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "10.1.0.1:80", "10.1.0.2:80")
 
 	writeRename(t, path, []byte("targets:\n  - target: greeter\n    endpoints:\n      - 10.1.0.3\n"))
 	st := waitStale(t, rec, tg)
-	if got := hostPorts(st.Endpoints); !st.Synced || !slices.Equal(got, []string{"10.1.0.1:80", "10.1.0.2:80"}) {
+	if got := coretest.HostPorts(st.Endpoints); !st.Synced || !slices.Equal(got, []string{"10.1.0.1:80", "10.1.0.2:80"}) {
 		t.Fatalf("stale state holds %q (synced %v), want the last good set", got, st.Synced)
 	}
 	if want := path + ":4: "; !strings.Contains(st.Stale.Reason, want) || !strings.Contains(st.Stale.Reason, "host:port") || st.Stale.Kind != core.KindInvalid {
@@ -205,7 +177,7 @@ func TestFileThatNeverParsedFailsFast(t *testing.T) {
 	dir := t.TempDir()
 	writeRename(t, filepath.Join(dir, "a.json"), []byte("{\"targets\": [\n  {\"target\": \"a\", }\n]}"))
 	src := newSource(t, dir)
-	sub, _ := watch(t, src, core.Target{Name: "a"})
+	sub, _ := coretest.Watch(t, src, core.Target{Name: "a"})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := sub.WaitSynced(ctx)
@@ -222,7 +194,7 @@ func TestDeletedFileRemovesItsEndpoints(t *testing.T) {
 	writeRename(t, filepath.Join(dir, "b.json"), []byte(`[{"targets": ["10.2.0.2:80"]}]`)) // file_sd: target b
 	src := newSource(t, dir, file.WithGrace(20*time.Millisecond))
 	a, b := core.Target{Name: "a"}, core.Target{Name: "b"}
-	_, rec := watch(t, src, a, b)
+	_, rec := coretest.Watch(t, src, a, b)
 	waitFor(t, rec, a, "10.2.0.1:80")
 	waitFor(t, rec, b, "10.2.0.2:80")
 	if err := os.Remove(filepath.Join(dir, "b.json")); err != nil {
@@ -240,12 +212,12 @@ func TestTargetInTwoFilesIsAConflict(t *testing.T) {
 	writeRename(t, filepath.Join(dir, "a.yaml"), discoFile("greeter", "10.3.0.1:80"))
 	src := newSource(t, dir)
 	tg := core.Target{Name: "greeter"}
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "10.3.0.1:80")
 	writeRename(t, filepath.Join(dir, "b.yaml"), discoFile("greeter", "10.3.0.2:80"))
 	st := waitStale(t, rec, tg)
-	if !strings.Contains(st.Stale.Reason, "a.yaml:3") || !strings.Contains(st.Stale.Reason, "b.yaml:3") || hostPorts(st.Endpoints)[0] != "10.3.0.1:80" {
-		t.Fatalf("conflict state %q %+v", hostPorts(st.Endpoints), st.Stale)
+	if !strings.Contains(st.Stale.Reason, "a.yaml:3") || !strings.Contains(st.Stale.Reason, "b.yaml:3") || coretest.HostPorts(st.Endpoints)[0] != "10.3.0.1:80" {
+		t.Fatalf("conflict state %q %+v", coretest.HostPorts(st.Endpoints), st.Stale)
 	}
 	if err := os.Remove(filepath.Join(dir, "a.yaml")); err != nil {
 		t.Fatal(err)
@@ -261,7 +233,7 @@ func TestPeriodicReadWithoutEvents(t *testing.T) {
 	writeRename(t, path, discoFile("greeter", "10.4.0.1:80"))
 	src := newSource(t, dir, file.WithoutNotify(), file.WithInterval(50*time.Millisecond))
 	tg := core.Target{Name: "greeter"}
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "10.4.0.1:80")
 	writeInPlace(t, path, discoFile("greeter", "10.4.0.2:80"))
 	waitFor(t, rec, tg, "10.4.0.2:80")
@@ -278,7 +250,7 @@ func TestSingleFile(t *testing.T) {
 	writeRename(t, filepath.Join(dir, "other.yaml"), discoFile("other", "10.5.0.9:80"))
 	src := newSource(t, path, file.WithGrace(20*time.Millisecond))
 	tg, other := core.Target{Name: "greeter"}, core.Target{Name: "other"}
-	_, rec := watch(t, src, tg, other)
+	_, rec := coretest.Watch(t, src, tg, other)
 	waitFor(t, rec, tg, "10.5.0.1:80")
 	waitFor(t, rec, other)
 	if err := os.Remove(path); err != nil {

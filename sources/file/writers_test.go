@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sources/file"
 )
 
@@ -129,7 +130,7 @@ func TestEveryWriterIsReadWhole(t *testing.T) {
 			w.write(t, path, files[0])
 			src := newSource(t, dir)
 			tg := core.Target{Name: "greeter"}
-			_, rec := watch(t, src, tg)
+			_, rec := coretest.Watch(t, src, tg)
 			waitFor(t, rec, tg, a...)
 			for i := 1; i <= 60; i++ {
 				w.write(t, path, files[i%2])
@@ -139,7 +140,7 @@ func TestEveryWriterIsReadWhole(t *testing.T) {
 			waitFor(t, rec, tg, b...)
 			seen := 0
 			for _, u := range rec.For(tg) {
-				got := hostPorts(u.State.Endpoints)
+				got := coretest.HostPorts(u.State.Endpoints)
 				if !u.State.Synced || u.State.Stale.IsStale() || !(slices.Equal(got, sorted(a)) || slices.Equal(got, sorted(b))) {
 					t.Fatalf("published a state that is neither file: synced %v stale %q, %d endpoints", u.State.Synced, u.State.Stale.Reason, len(got))
 				}
@@ -163,7 +164,7 @@ func TestConfigMapDirectory(t *testing.T) {
 	configMap(t, filepath.Join(dir, "greeter.yaml"), discoFile("greeter", "10.6.0.1:80"))
 	src := newSource(t, dir, file.WithGrace(20*time.Millisecond))
 	tg := core.Target{Name: "greeter"}
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "10.6.0.1:80")
 	configMap(t, filepath.Join(dir, "greeter.yaml"), discoFile("greeter", "10.6.0.2:80", "10.6.0.3:80"))
 	waitFor(t, rec, tg, "10.6.0.2:80", "10.6.0.3:80")
@@ -184,7 +185,7 @@ func TestEditorDebrisIsIgnored(t *testing.T) {
 	}
 	src := newSource(t, dir)
 	tg := core.Target{Name: "greeter"}
-	_, rec := watch(t, src, tg)
+	_, rec := coretest.Watch(t, src, tg)
 	waitFor(t, rec, tg, "10.7.0.1:80")
 }
 

@@ -185,14 +185,7 @@ func watchTarget(t *testing.T, src core.Source, target core.Target) *watcher {
 // waitState waits until the latest accepted state satisfies cond.
 func (w *watcher) waitState(ctx context.Context, what string, cond func(core.State) bool) core.State {
 	w.t.Helper()
-	var last core.State
-	err := w.rec.WaitFor(ctx, func(us []core.Update) bool {
-		if len(us) == 0 {
-			return false
-		}
-		last = us[len(us)-1].State
-		return cond(last)
-	})
+	last, err := w.rec.WaitState(ctx, w.tgt, cond)
 	if err != nil {
 		w.t.Fatalf("%s: %v; last state: synced=%v stale=%+v endpoints=%s", what, err, last.Synced, last.Stale, describe(last.Endpoints))
 	}
