@@ -96,6 +96,19 @@ func churnClients(t *testing.T, n int, open func() (func(context.Context) error,
 	}
 }
 
+// leavesNothing warms up with 100 clients made by open (lazily started
+// goroutines, connection pools), then churns 1,000 and checks that
+// goroutines, file descriptors and watches come back to where they were.
+func (c *cluster) leavesNothing(t *testing.T, open func() (func(context.Context) error, func()), what string) {
+	t.Helper()
+	before := c.footprint(t) // no watch of our own yet
+	churnClients(t, 100, open)
+	c.settles(t, footprint{goroutines: 1 << 20, fds: 1 << 20, watches: before.watches}, "after the warm-up")
+	base := c.footprint(t)
+	churnClients(t, 1000, open)
+	c.settles(t, base, "after 1,000 "+what)
+}
+
 // 1,000 ClientConns opened, used and closed through the resolver on one
 // hub: goroutines, file descriptors and API server watches come back to
 // where they were.
@@ -122,12 +135,7 @@ func TestThousandClientConnsLeaveNothing(t *testing.T) {
 		}
 		return call, func() { cc.Close() }
 	}
-	before := c.footprint(t)   // no watch of our own yet
-	churnClients(t, 100, open) // warm up: lazily started goroutines, connection pools
-	c.settles(t, footprint{goroutines: 1 << 20, fds: 1 << 20, watches: before.watches}, "after the warm-up")
-	base := c.footprint(t)
-	churnClients(t, 1000, open)
-	c.settles(t, base, "after 1,000 ClientConns")
+	c.leavesNothing(t, open, "ClientConns")
 }
 
 // 1,000 pools built, subscribed, used and closed: the same.
@@ -153,10 +161,5 @@ func TestThousandPoolsLeaveNothing(t *testing.T) {
 		}
 		return call, func() { sub.Close(); pool.Close() }
 	}
-	before := c.footprint(t)
-	churnClients(t, 100, open)
-	c.settles(t, footprint{goroutines: 1 << 20, fds: 1 << 20, watches: before.watches}, "after the warm-up")
-	base := c.footprint(t)
-	churnClients(t, 1000, open)
-	c.settles(t, base, "after 1,000 pools")
+	c.leavesNothing(t, open, "pools")
 }
