@@ -95,8 +95,9 @@ type proc struct {
 	closed  bool
 
 	onRestart func(ctx context.Context) // after a restart that followed a crash
-	stop      chan struct{}
-	done      chan struct{}
+	ctx       context.Context           // ends at close
+	cancel    context.CancelFunc
+	done      chan struct{} // closed when monitor returns
 }
 
 func newProc(path, kind string, opts []Option) (*proc, error) {
@@ -105,7 +106,8 @@ func newProc(path, kind string, opts []Option) (*proc, error) {
 	for _, o := range opts {
 		o(&c)
 	}
-	p := &proc{path: path, kind: kind, cfg: c, log: c.log.With(zap.String("plugin", path)), stop: make(chan struct{}), done: make(chan struct{})}
+	p := &proc{path: path, kind: kind, cfg: c, log: c.log.With(zap.String("plugin", path)), done: make(chan struct{})}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if err := p.start(); err != nil {
 		return nil, err
 	}
@@ -229,7 +231,7 @@ func (p *proc) restart(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-p.stop:
+	case <-p.ctx.Done():
 		return core.Permanent(errClosed)
 	case <-t.C:
 	}
@@ -243,7 +245,7 @@ func (p *proc) restart(ctx context.Context) error {
 	}
 	p.log.Info("plugin: restarted", zap.Int("restart", n))
 	if p.onRestart != nil {
-		go p.onRestart(context.Background())
+		go p.onRestart(p.ctx)
 	}
 	return nil
 }
@@ -256,7 +258,7 @@ func (p *proc) monitor() {
 	defer t.Stop()
 	for {
 		select {
-		case <-p.stop:
+		case <-p.ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -267,16 +269,7 @@ func (p *proc) monitor() {
 			continue
 		}
 		if client == nil || client.Exited() {
-			ctx, cancel := context.WithCancel(context.Background())
-			go func() {
-				select {
-				case <-p.stop:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
-			_ = p.restart(ctx)
-			cancel()
+			_ = p.restart(p.ctx)
 			continue
 		}
 		pinged := make(chan error, 1)
@@ -289,7 +282,7 @@ func (p *proc) monitor() {
 			p.log.Warn("plugin: health check failed; killing it", zap.Error(err))
 		case <-time.After(p.cfg.health):
 			p.log.Warn("plugin: not answering its health check; killing it")
-		case <-p.stop:
+		case <-p.ctx.Done():
 			return
 		}
 		p.mu.Lock()
@@ -329,20 +322,17 @@ func (p *proc) close() {
 		return
 	}
 	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	<-p.done
+	p.startMu.Lock() // a start in progress ends first (and, seeing closed, kills what it started)
+	defer p.startMu.Unlock()
+	p.mu.Lock()
 	client := p.client
 	p.mu.Unlock()
-	close(p.stop)
-	<-p.done
-	p.startMu.Lock() // a start in progress ends first
-	defer p.startMu.Unlock()
 	if client != nil {
 		kill(client)
 	}
-	p.mu.Lock()
-	if p.client != nil && p.client != client {
-		kill(p.client)
-	}
-	p.mu.Unlock()
 }
 
 // Source is a core.Source served by a plugin binary.
