@@ -207,8 +207,8 @@ func (l *loader) read() time.Time {
 	defer l.mu.Unlock()
 	changed := l.version == 0
 	var next time.Time
-	due := func(since time.Time) {
-		if at := since.Add(grace); next.IsZero() || at.Before(next) {
+	soonest := func(at time.Time) { // read again at at, or earlier
+		if next.IsZero() || at.Before(next) {
 			next = at
 		}
 	}
@@ -220,29 +220,20 @@ func (l *loader) read() time.Time {
 	}
 	missingOne := false
 	for p, r := range results {
-		f := l.files[p]
-		if f == nil {
-			if r.missing {
-				if !l.s.dir {
-					missingOne = true
-				}
-				continue
-			}
-			f = &fileState{}
-			l.files[p] = f
-		}
-		switch {
-		case errors.Is(r.err, errChanging):
-			if next.IsZero() || now.Add(l.s.opts.settle).Before(next) {
-				next = now.Add(l.s.opts.settle)
-			}
+		if errors.Is(r.err, errChanging) {
+			soonest(now.Add(l.s.opts.settle))
 			continue
-		case r.missing:
+		}
+		f := l.files[p]
+		if r.missing {
 			if !l.s.dir {
 				missingOne = true
 			}
-			if f.good == nil {
-				delete(l.files, p) // never good: nothing to keep
+			if f == nil {
+				continue
+			}
+			if f.good == nil { // never good: nothing to keep
+				delete(l.files, p)
 				changed = true
 				continue
 			}
@@ -254,44 +245,42 @@ func (l *loader) read() time.Time {
 				changed = true
 				l.log.Info("file: removed; its endpoints with it", zap.String("file", p))
 			} else {
-				due(f.gone)
+				soonest(f.gone.Add(grace))
 			}
 			continue
+		}
+		if f == nil {
+			f = &fileState{}
+			l.files[p] = f
 		}
 		f.gone = time.Time{}
-		if r.err == nil && f.data != nil && bytes.Equal(r.data, f.data) {
-			// Unchanged contents; a problem may have outlived its grace.
-			if f.err != nil && !f.rep && now.Sub(f.bad) >= grace {
+		if r.err != nil || f.data == nil || !bytes.Equal(r.data, f.data) {
+			var defs map[core.Target]definition
+			perr := r.err
+			if perr == nil {
+				defs, perr = parse(p, r.data)
+			}
+			f.data = r.data
+			if perr == nil {
+				f.good, f.err, f.rep, f.bad = defs, nil, false, time.Time{}
+				changed = true
+				continue
+			}
+			if f.err == nil {
+				f.bad = now
+			}
+			f.err = perr
+			changed = changed || f.rep // a reported error's reason may have changed
+		}
+		// A problem is reported at once for a file that was never good,
+		// else once it has outlived the grace period.
+		if f.err != nil && !f.rep {
+			if f.good == nil || now.Sub(f.bad) >= grace {
 				f.rep, changed = true, true
 				l.log.Warn("file: unusable; keeping its last good endpoints", zap.Error(f.err))
-			} else if f.err != nil && !f.rep {
-				due(f.bad)
+			} else {
+				soonest(f.bad.Add(grace))
 			}
-			continue
-		}
-		var defs map[core.Target]definition
-		perr := r.err
-		if perr == nil {
-			defs, perr = parse(p, r.data)
-		}
-		f.data = r.data
-		if perr == nil {
-			f.good, f.err, f.rep, f.bad = defs, nil, false, time.Time{}
-			changed = true
-			continue
-		}
-		if f.err == nil {
-			f.bad = now
-		}
-		f.err = perr
-		if f.good == nil || now.Sub(f.bad) >= grace {
-			if !f.rep {
-				l.log.Warn("file: unusable; keeping its last good endpoints", zap.Error(perr))
-			}
-			f.rep = true
-			changed = true
-		} else {
-			due(f.bad)
 		}
 	}
 	if missingOne != l.missing {
