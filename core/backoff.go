@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -36,4 +37,17 @@ func (b Backoff) Delay(attempt int) time.Duration {
 	d = min(d, hi)
 	half := d / 2
 	return half + rand.N(half+1)
+}
+
+// Sleep waits d, or until ctx ends; it reports whether d passed (false:
+// ctx ended first). The wait between retries, for every disco module.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

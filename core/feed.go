@@ -93,12 +93,8 @@ func (f *feed) run(ctx context.Context, done, prev chan struct{}) {
 		}
 		delay := backoff.Delay(attempt)
 		f.log.Warn("core: source watch ended; restarting", zap.Duration("backoff", delay), zap.Error(err))
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !Sleep(ctx, delay) {
 			return
-		case <-t.C:
 		}
 	}
 }

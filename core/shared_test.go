@@ -1,6 +1,7 @@
 package core_test
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -75,5 +76,16 @@ func TestBackoff(t *testing.T) {
 	}
 	if d := (core.Backoff{}).Delay(1000); d > 30*time.Second {
 		t.Fatalf("default cap: %v", d)
+	}
+}
+
+func TestSleep(t *testing.T) {
+	if !core.Sleep(context.Background(), time.Millisecond) {
+		t.Fatal("Sleep of 1ms did not report the delay passed")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if core.Sleep(ctx, time.Hour) {
+		t.Fatal("Sleep with an ended context reported the delay passed")
 	}
 }

@@ -76,12 +76,8 @@ func (c *Channel) Invoke(ctx context.Context, method string, args, reply any, op
 			return err
 		}
 		tried = append(tried, ep)
-		t := time.NewTimer(c.retry.Backoff.Delay(attempt))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !core.Sleep(ctx, c.retry.Backoff.Delay(attempt)) {
 			return err
-		case <-t.C:
 		}
 	}
 }

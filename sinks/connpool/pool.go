@@ -480,12 +480,8 @@ func (p *Pool[C]) buildLoop(ctx context.Context, st *endpointState[C], m *member
 		d := p.cfg.backoff.Delay(attempt)
 		p.cfg.log.Warn("connpool: build failed; retrying", zap.String("endpoint", ep.ID),
 			zap.Strings("addresses", ep.Addresses), zap.Duration("backoff", d), zap.Error(err))
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !core.Sleep(ctx, d) {
 			return
-		case <-t.C:
 		}
 	}
 }

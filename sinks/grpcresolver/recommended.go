@@ -56,12 +56,8 @@ func UnaryRetry(r Retry) grpc.UnaryClientInterceptor {
 			if err == nil || attempt+1 >= r.Attempts || status.Code(err) != codes.Unavailable {
 				return err
 			}
-			t := time.NewTimer(r.Backoff.Delay(attempt))
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !core.Sleep(ctx, r.Backoff.Delay(attempt)) {
 				return err
-			case <-t.C:
 			}
 		}
 	}

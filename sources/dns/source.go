@@ -200,12 +200,8 @@ func (s *Source) Watch(ctx context.Context, t core.Target, pub core.Publisher) e
 			attempt = 0
 			wait = min(max(ttl, s.opts.floor), s.opts.ceiling)
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if !core.Sleep(ctx, wait) {
 			return nil
-		case <-timer.C:
 		}
 	}
 }
