@@ -1,7 +1,9 @@
 package core
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -290,6 +292,34 @@ func (r *Replica) Apply(w WireUpdate) (Update, error) {
 	}
 	r.Commit(u)
 	return u, nil
+}
+
+// SinkError is a sink's own error from Replica.Deliver, as opposed to an
+// error about the update.
+type SinkError struct{ Err error }
+
+func (e *SinkError) Error() string { return e.Err.Error() }
+func (e *SinkError) Unwrap() error { return e.Err }
+
+// Deliver is the receiving side of a wire in one call: it hands sink the
+// Update that w makes of what r holds (Next), and records it (Commit) once
+// the sink accepted it. Its errors are Next's, about w (ErrDuplicate:
+// acknowledge, nothing to do; ErrResync; ErrInvalid), or the sink's,
+// wrapped in *SinkError; a sink that lost its state (ErrResync) makes r
+// forget the target, so that the full state replaces it.
+func (r *Replica) Deliver(ctx context.Context, w WireUpdate, sink Sink) error {
+	u, err := r.Next(w)
+	if err != nil {
+		return err
+	}
+	if err := sink.Update(ctx, u); err != nil {
+		if errors.Is(err, ErrResync) {
+			r.Forget(u.Target)
+		}
+		return &SinkError{Err: err}
+	}
+	r.Commit(u)
+	return nil
 }
 
 // State returns what r holds for t, with its epoch and seq.

@@ -359,3 +359,46 @@ func FuzzWireRoundTrip(f *testing.F) {
 		})
 	})
 }
+
+// Deliver: the sink gets the update and the replica records it; a sink's
+// error is a *SinkError and records nothing; a sink that lost its state
+// makes the replica forget the target; a repeat is ErrDuplicate, a delta
+// from a state not held ErrResync, neither reaching the sink.
+func TestReplicaDeliver(t *testing.T) {
+	s1 := coretest.Set(t, ep("a", "1"))
+	s2 := coretest.Set(t, ep("a", "1"), ep("b", "2"))
+	full := core.Update{Target: svc, Epoch: "e", Seq: 1, State: core.State{Endpoints: s1, Synced: true}, Delta: core.Diff(core.Set{}, s1)}
+	delta := core.Update{Target: svc, Epoch: "e", Seq: 2, BaseSeq: 1, State: core.State{Endpoints: s2, Synced: true}, Delta: core.Diff(s1, s2)}
+	r := core.NewReplica()
+	rec := coretest.NewRecorder()
+	if err := r.Deliver(context.Background(), full.Wire(core.FullForm), rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, seq, ok := r.State(svc); !ok || seq != 1 || len(rec.Updates()) != 1 {
+		t.Fatalf("after delivery: held seq %d (%v), %d updates", seq, ok, len(rec.Updates()))
+	}
+	if err := r.Deliver(context.Background(), full.Wire(core.FullForm), rec); !errors.Is(err, core.ErrDuplicate) || rec.Calls() != 1 {
+		t.Fatalf("repeat: %v, %d calls", err, rec.Calls())
+	}
+	boom := errors.New("boom")
+	rec.FailWith(boom)
+	var se *core.SinkError
+	if err := r.Deliver(context.Background(), delta.Wire(core.DeltaForm), rec); !errors.As(err, &se) || !errors.Is(err, boom) {
+		t.Fatalf("failing sink: %v", err)
+	}
+	if _, _, seq, _ := r.State(svc); seq != 1 {
+		t.Fatalf("a refused update was recorded: held seq %d", seq)
+	}
+	rec.FailWith(fmt.Errorf("lost it: %w", core.ErrResync))
+	if err := r.Deliver(context.Background(), delta.Wire(core.DeltaForm), rec); !errors.As(err, &se) || !errors.Is(err, core.ErrResync) {
+		t.Fatalf("sink that lost its state: %v", err)
+	}
+	if _, _, _, ok := r.State(svc); ok {
+		t.Fatal("the replica still holds the target after the sink lost its state")
+	}
+	rec.FailWith(nil)
+	calls := rec.Calls()
+	if err := r.Deliver(context.Background(), delta.Wire(core.DeltaForm), rec); !errors.Is(err, core.ErrResync) || errors.As(err, &se) || rec.Calls() != calls {
+		t.Fatalf("delta from a state not held: %v (sink called %d times more)", err, rec.Calls()-calls)
+	}
+}

@@ -121,24 +121,19 @@ func (s *sinkServer) Update(ctx context.Context, p *pb.WireUpdate) (*pb.UpdateRe
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	u, err := s.replica.Next(w)
+	err = s.replica.Deliver(ctx, w, s.sink)
+	var sinkErr *core.SinkError
 	switch {
+	case err == nil:
+		return &pb.UpdateResponse{}, nil
+	case errors.Is(err, core.ErrResync): // a delta it cannot apply, or the sink lost its state
+		return nil, status.Error(codes.FailedPrecondition, resyncMessage+": "+err.Error())
+	case errors.As(err, &sinkErr):
+		return nil, toStatus(sinkErr.Err)
 	case errors.Is(err, core.ErrDuplicate):
 		return &pb.UpdateResponse{}, nil
-	case errors.Is(err, core.ErrResync):
-		return nil, status.Error(codes.FailedPrecondition, resyncMessage+": "+err.Error())
-	case err != nil:
-		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if err := s.sink.Update(ctx, u); err != nil {
-		if errors.Is(err, core.ErrResync) {
-			s.replica.Forget(u.Target)
-			return nil, status.Error(codes.FailedPrecondition, resyncMessage+": "+err.Error())
-		}
-		return nil, toStatus(err)
-	}
-	s.replica.Commit(u)
-	return &pb.UpdateResponse{}, nil
+	return nil, status.Error(codes.InvalidArgument, err.Error())
 }
 
 const resyncMessage = "resync"

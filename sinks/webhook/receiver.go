@@ -149,23 +149,18 @@ func (r *Receiver) Handle(ctx context.Context, h http.Header, body []byte) (int,
 	if err != nil {
 		return http.StatusBadRequest, err.Error()
 	}
-	u, err := r.replica.Next(wu)
+	err = r.replica.Deliver(ctx, wu, core.SinkFunc(r.apply))
+	var sinkErr *core.SinkError
 	switch {
+	case err == nil:
+		r.seen[id] = now
+		return http.StatusNoContent, ""
+	case errors.Is(err, core.ErrResync): // a delta it cannot apply, or apply lost its state
+		return StatusResync, err.Error()
+	case errors.As(err, &sinkErr):
+		return http.StatusInternalServerError, err.Error()
 	case errors.Is(err, core.ErrDuplicate):
 		return http.StatusOK, err.Error()
-	case errors.Is(err, core.ErrResync):
-		return StatusResync, err.Error()
-	case err != nil:
-		return http.StatusBadRequest, err.Error()
 	}
-	if err := r.apply(ctx, u); err != nil {
-		if errors.Is(err, core.ErrResync) {
-			r.replica.Forget(u.Target)
-			return StatusResync, err.Error()
-		}
-		return http.StatusInternalServerError, err.Error()
-	}
-	r.replica.Commit(u)
-	r.seen[id] = now
-	return http.StatusNoContent, ""
+	return http.StatusBadRequest, err.Error()
 }
