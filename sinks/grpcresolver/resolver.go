@@ -283,11 +283,14 @@ func (r *discoResolver) report(err error, empty bool) {
 	}
 	r.reported = err.Error()
 	r.pending = nil
+	r.pendErr = fmt.Errorf("grpcresolver: %s: %w", r.target, err)
 	if empty && (r.decided == nil || len(r.decided.Endpoints) > 0) {
-		r.pending = &resolver.State{ServiceConfig: r.sc}
+		// The reason rides with the empty state too, so that disco's
+		// zone-aware balancer fails calls with it from that state on, not
+		// only once the ReportError that follows has reached it.
+		r.pending = &resolver.State{ServiceConfig: r.sc, Attributes: attributes.New(reasonKey{}, r.pendErr)}
 	}
 	r.decided = nil // the next state is sent, even if it equals the last one
-	r.pendErr = fmt.Errorf("grpcresolver: %s: %w", r.target, err)
 	r.log.Warn("grpcresolver: cannot resolve target", zap.Error(err))
 	r.poke()
 }
@@ -376,6 +379,15 @@ type Info struct {
 }
 
 type endpointKey struct{}
+
+// reasonKey keys the error that an empty resolver.State stands for.
+type reasonKey struct{}
+
+// reasonOf returns the error an empty state carries (see report), or nil.
+func reasonOf(s resolver.State) error {
+	err, _ := s.Attributes.Value(reasonKey{}).(error)
+	return err
+}
 
 // EndpointOf returns the core endpoint behind an endpoint or address sent
 // by this resolver (shared and read-only).

@@ -111,6 +111,7 @@ type zoneBalancer struct {
 	zone      string
 	minReady  int
 	endpoints int                      // in the last resolver state
+	reason    error                    // why the last resolver state is empty, if the resolver said
 	inflight  map[string]*atomic.Int64 // calls in flight per endpoint (first address)
 }
 
@@ -141,6 +142,7 @@ func (zb *zoneBalancer) UpdateClientConnState(s balancer.ClientConnState) error 
 	}
 	zb.mu.Lock()
 	zb.endpoints = len(s.ResolverState.Endpoints)
+	zb.reason = reasonOf(s.ResolverState)
 	zb.mu.Unlock()
 	return zb.Balancer.UpdateClientConnState(balancer.ClientConnState{
 		ResolverState: pickfirst.EnableHealthListener(s.ResolverState),
@@ -166,6 +168,16 @@ func (i *interceptor) UpdateState(s balancer.State) {
 		}
 	}
 	if len(ready) == 0 {
+		i.zb.mu.Lock()
+		reason := i.zb.reason
+		if i.zb.endpoints > 0 {
+			reason = nil
+		}
+		i.zb.mu.Unlock()
+		if reason != nil { // no endpoint, and the resolver said why: calls fail with that
+			i.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: base.NewErrPicker(reason)})
+			return
+		}
 		i.ClientConn.UpdateState(s) // connecting, idle or failing: endpointsharding's view
 		return
 	}
