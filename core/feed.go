@@ -22,8 +22,9 @@ type feed struct {
 	stopped   bool // stop was called: nothing runs or commits any more
 	running   bool // a run goroutine is active
 	cancel    context.CancelFunc
-	done      chan struct{} // closed when the current run goroutine returns
-	live      uint64        // the Watch attempt whose publisher counts; 0: none
+	done      chan struct{}   // closed when the current run goroutine returns
+	after     <-chan struct{} // closed once the target's previous feed stopped (nil: none)
+	live      uint64          // the Watch attempt whose publisher counts; 0: none
 	attempts  uint64
 	has       bool
 	seq       uint64
@@ -35,10 +36,10 @@ type feed struct {
 	awaiting  bool  // restarted after it ended, and not heard from since
 }
 
-func newFeed(h *Hub, t Target) *feed {
+func newFeed(h *Hub, t Target, after <-chan struct{}) *feed {
 	return &feed{
 		hub: h, target: t, log: h.cfg.log.With(zap.Stringer("target", t)),
-		seq: h.seqFloor.Load(), changed: make(chan struct{}),
+		seq: h.seqFloor.Load(), changed: make(chan struct{}), after: after,
 	}
 }
 
@@ -52,7 +53,10 @@ func (f *feed) ensureRunning() {
 	}
 	restart := f.has && f.state.Ended
 	ctx, cancel := context.WithCancel(context.Background())
-	prev := f.done // the ended run's goroutine may still be returning
+	var prev <-chan struct{} = f.done // the ended run's goroutine may still be returning
+	if f.done == nil {
+		prev = f.after // the previous feed of the target may still be stopping
+	}
 	f.running, f.cancel, f.done, f.endErr = true, cancel, make(chan struct{}), nil
 	if restart {
 		f.log.Info("core: restarting the ended watch for a new subscriber")
@@ -66,10 +70,14 @@ func (f *feed) ensureRunning() {
 	go f.run(ctx, f.done, prev)
 }
 
-func (f *feed) run(ctx context.Context, done, prev chan struct{}) {
+func (f *feed) run(ctx context.Context, done chan struct{}, prev <-chan struct{}) {
 	defer close(done)
-	if prev != nil {
-		<-prev
+	if prev != nil { // one Watch of a target at a time
+		select {
+		case <-prev:
+		case <-ctx.Done():
+			return
+		}
 	}
 	backoff := f.hub.cfg.backoff
 	for attempt := 0; ; attempt++ {

@@ -41,7 +41,7 @@ type Hub struct {
 // NewHub returns a hub over src with a new random epoch. It starts nothing.
 func NewHub(src Source, opts ...Option) *Hub {
 	h := &Hub{src: src, cfg: newConfig(opts), epoch: newEpoch(), subs: map[*Subscription]struct{}{}}
-	h.feeds = NewShared(func(t Target) *feed { return newFeed(h, t) }, func(_ Target, f *feed) { f.stop() }, h.cfg.linger)
+	h.feeds = NewShared(func(t Target, after <-chan struct{}) *feed { return newFeed(h, t, after) }, func(_ Target, f *feed) { f.stop() }, h.cfg.linger)
 	return h
 }
 
@@ -98,6 +98,7 @@ func (h *Hub) Subscribe(name string, sink Sink, targets ...Target) (*Subscriptio
 		return nil, ErrClosed
 	}
 	h.subs[sub] = struct{}{}
+	sub.mb.onExit = func() { h.forget(sub) }
 	for _, f := range sub.feeds {
 		f.attach(sub.mb)
 		f.ensureRunning()
@@ -155,6 +156,13 @@ func (h *Hub) Close() error {
 		for _, s := range subs {
 			s.Close()
 		}
+		// A subscription closed from inside its sink's Update did not wait
+		// for its goroutine: wait here (but never for the caller's own).
+		for _, s := range subs {
+			if !s.mb.inside() {
+				s.mb.wait()
+			}
+		}
 		h.feeds.Close()
 	})
 	return nil
@@ -200,7 +208,10 @@ func (s *Subscription) State(t Target) (State, bool) {
 
 // Close stops delivery to the sink, waits for its goroutine (cancelling the
 // context of an Update in progress), and releases the targets: the source
-// stops watching a target no one else subscribes to. Idempotent.
+// stops watching a target no one else subscribes to. Idempotent. A sink may
+// close its own subscription from inside Update: Close then returns without
+// waiting for itself, and the subscription's goroutine ends once that
+// Update returns (Hub.Close still waits for it).
 func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		for _, f := range s.feeds {
@@ -210,9 +221,15 @@ func (s *Subscription) Close() error {
 		for _, f := range s.feeds {
 			s.hub.feeds.Release(f.target)
 		}
-		s.hub.mu.Lock()
-		delete(s.hub.subs, s)
-		s.hub.mu.Unlock()
+		if !s.mb.inside() {
+			s.hub.forget(s) // else its goroutine does, as it ends
+		}
 	})
 	return nil
+}
+
+func (h *Hub) forget(s *Subscription) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,6 +23,8 @@ type mailbox struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	gid    atomic.Uint64 // the loop goroutine's ID, once it runs
+	onExit func()        // called by the loop goroutine as it ends (nil: none)
 
 	lifeMu  sync.Mutex
 	started bool
@@ -74,7 +77,9 @@ func (m *mailbox) start() {
 	go m.loop()
 }
 
-// stop cancels the sink's context and waits for the goroutine. Safe before
+// stop cancels the sink's context and waits for the goroutine, unless it
+// is called from that goroutine (a sink closing its own subscription from
+// inside Update): then the goroutine ends once Update returns. Safe before
 // start and more than once.
 func (m *mailbox) stop() {
 	m.lifeMu.Lock()
@@ -82,9 +87,25 @@ func (m *mailbox) stop() {
 	started := m.started
 	m.lifeMu.Unlock()
 	m.cancel()
+	if started && !m.inside() {
+		<-m.done
+	}
+}
+
+// wait waits for the goroutine, if it started.
+func (m *mailbox) wait() {
+	m.lifeMu.Lock()
+	started := m.started
+	m.lifeMu.Unlock()
 	if started {
 		<-m.done
 	}
+}
+
+// inside reports whether the caller is the mailbox's own goroutine.
+func (m *mailbox) inside() bool {
+	id := m.gid.Load()
+	return id != 0 && id == goid()
 }
 
 func (m *mailbox) addLane(t Target) {
@@ -137,6 +158,10 @@ func (m *mailbox) poke() {
 
 func (m *mailbox) loop() {
 	defer close(m.done)
+	if m.onExit != nil {
+		defer m.onExit()
+	}
+	m.gid.Store(goid())
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()

@@ -15,15 +15,19 @@ import (
 // start runs under Shared's lock (it must not block or call back into
 // Shared); stop runs outside it and may block, for example to wait for the
 // value's goroutines. A key being stopped is not shared with a new
-// Acquire: that one starts a new value. Safe for concurrent use.
+// Acquire: that one starts a new value, and start gets a channel that is
+// closed once the old value's stop has returned (nil if none is stopping),
+// so that the new value can wait for it before doing its work: one
+// Watch of a target at a time. Safe for concurrent use.
 type Shared[K comparable, V any] struct {
-	start  func(K) V
+	start  func(k K, after <-chan struct{}) V
 	stop   func(K, V)
 	linger time.Duration
 
 	mu       sync.Mutex
 	closed   bool
 	items    map[K]*sharedItem[V]
+	ending   map[K]chan struct{} // keys whose value is being stopped; closed when stopped
 	stopping sync.WaitGroup
 }
 
@@ -35,8 +39,8 @@ type sharedItem[V any] struct {
 
 // NewShared returns an empty Shared. linger is how long a value stays after
 // its last release (0: stop at once).
-func NewShared[K comparable, V any](start func(K) V, stop func(K, V), linger time.Duration) *Shared[K, V] {
-	return &Shared[K, V]{start: start, stop: stop, linger: linger, items: map[K]*sharedItem[V]{}}
+func NewShared[K comparable, V any](start func(k K, after <-chan struct{}) V, stop func(K, V), linger time.Duration) *Shared[K, V] {
+	return &Shared[K, V]{start: start, stop: stop, linger: linger, items: map[K]*sharedItem[V]{}, ending: map[K]chan struct{}{}}
 }
 
 // Acquire returns the value of k, starting it if no one holds it, and
@@ -50,7 +54,11 @@ func (s *Shared[K, V]) Acquire(k K) (V, error) {
 	}
 	it := s.items[k]
 	if it == nil {
-		it = &sharedItem[V]{v: s.start(k)}
+		var after <-chan struct{}
+		if ch, ok := s.ending[k]; ok {
+			after = ch
+		}
+		it = &sharedItem[V]{v: s.start(k, after)}
 		s.items[k] = it
 	}
 	if it.timer != nil {
@@ -80,10 +88,18 @@ func (s *Shared[K, V]) Release(k K) {
 		s.mu.Unlock()
 		return
 	}
+	ended := s.endingLocked(k)
+	s.mu.Unlock()
+	s.stopItem(k, it, ended)
+}
+
+// endingLocked removes k's value and records that it is being stopped.
+func (s *Shared[K, V]) endingLocked(k K) chan struct{} {
 	delete(s.items, k)
 	s.stopping.Add(1)
-	s.mu.Unlock()
-	s.stopItem(k, it)
+	ch := make(chan struct{})
+	s.ending[k] = ch
+	return ch
 }
 
 // expire stops a value whose linger period ended unless a user came back.
@@ -94,15 +110,20 @@ func (s *Shared[K, V]) expire(k K, it *sharedItem[V]) {
 		return
 	}
 	it.timer = nil
-	delete(s.items, k)
-	s.stopping.Add(1)
+	ended := s.endingLocked(k)
 	s.mu.Unlock()
-	s.stopItem(k, it)
+	s.stopItem(k, it, ended)
 }
 
-func (s *Shared[K, V]) stopItem(k K, it *sharedItem[V]) {
+func (s *Shared[K, V]) stopItem(k K, it *sharedItem[V], ended chan struct{}) {
 	defer s.stopping.Done()
 	s.stop(k, it.v)
+	s.mu.Lock()
+	if s.ending[k] == ended {
+		delete(s.ending, k)
+	}
+	s.mu.Unlock()
+	close(ended)
 }
 
 // Get returns the value of k if it is held (or lingering), without counting
@@ -132,16 +153,17 @@ func (s *Shared[K, V]) Close() {
 	s.closed = true
 	items := s.items
 	s.items = map[K]*sharedItem[V]{}
-	for _, it := range items {
+	ended := make(map[K]chan struct{}, len(items))
+	for k, it := range items {
 		if it.timer != nil {
 			it.timer.Stop()
 			it.timer = nil
 		}
-		s.stopping.Add(1)
+		ended[k] = s.endingLocked(k) // deletes from s.items, no longer items
 	}
 	s.mu.Unlock()
 	for k, it := range items {
-		go s.stopItem(k, it) // in parallel: each may wait for its goroutines
+		go s.stopItem(k, it, ended[k]) // in parallel: each may wait for its goroutines
 	}
 	s.stopping.Wait()
 }

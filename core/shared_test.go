@@ -14,7 +14,7 @@ import (
 func TestSharedCountsUsersAndLingers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var started, stopped atomic.Int32
-		s := core.NewShared(func(k string) string { started.Add(1); return "v-" + k },
+		s := core.NewShared(func(k string, _ <-chan struct{}) string { started.Add(1); return "v-" + k },
 			func(k, v string) { stopped.Add(1) }, time.Minute)
 		var wg sync.WaitGroup
 		for range 10 {

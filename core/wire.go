@@ -277,10 +277,16 @@ func (r *Replica) Next(w WireUpdate) (Update, error) {
 	return u, nil
 }
 
-// Commit records u (from Next) as what r holds for u.Target.
+// Commit records u (from Next) as what r holds for u.Target, unless r
+// holds a newer update of the same epoch already: within an epoch commits
+// only move forward, whatever order concurrent receivers commit in; an
+// update of another epoch replaces what r holds (the sender restarted).
 func (r *Replica) Commit(u Update) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if held, ok := r.targets[u.Target]; ok && held.epoch == u.Epoch && held.seq >= u.Seq {
+		return
+	}
 	r.targets[u.Target] = replicaEntry{epoch: u.Epoch, seq: u.Seq, state: u.State}
 }
 

@@ -159,7 +159,7 @@ func NewForClient(client k8s.Interface, opts ...Option) (*Source, error) {
 		return nil, err
 	}
 	src := &Source{client: client, opts: o, metrics: m}
-	src.services = core.NewShared(func(k serviceKey) *serviceSlices {
+	src.services = core.NewShared(func(k serviceKey, _ <-chan struct{}) *serviceSlices {
 		ss := newServiceSlices(src, k)
 		ss.start()
 		return ss
