@@ -67,6 +67,10 @@ type Endpoint struct {
 	ZoneHints []string `json:"zoneHints,omitempty"`
 	// Weight is a relative weight for balancers; 0 means unset (treat as 1).
 	Weight uint32 `json:"weight,omitempty"`
+	// Priority orders fallback groups (DNS SRV priority, RFC 2782): the
+	// lowest value with routable endpoints takes the traffic, a higher one
+	// only when none of a lower one is left. 0, the default, is the first.
+	Priority uint32 `json:"priority,omitempty"`
 	// Labels are free-form metadata.
 	Labels map[string]string `json:"labels,omitempty"`
 }
@@ -102,7 +106,7 @@ func (e *Endpoint) Equal(o *Endpoint) bool {
 	}
 	return e.ID == o.ID && e.Name == o.Name && e.Port == o.Port &&
 		e.Hostname == o.Hostname && e.Node == o.Node && e.Zone == o.Zone &&
-		e.Weight == o.Weight && e.Conditions.Equal(o.Conditions) &&
+		e.Weight == o.Weight && e.Priority == o.Priority && e.Conditions.Equal(o.Conditions) &&
 		slices.Equal(e.Addresses, o.Addresses) && slices.Equal(e.ZoneHints, o.ZoneHints) &&
 		maps.Equal(e.Labels, o.Labels)
 }

@@ -14,17 +14,22 @@
 //
 //	func main() { plugin.ServeSource(mySource{log: plugin.Logger()}) }
 //
-// The protocol (proto/disco/plugin/v1/plugin.proto) is versioned with
+// The protocol (proto/disco/plugin/v2/plugin.proto) is versioned with
 // go-plugin's protocol negotiation (ProtocolVersion), guarded by its
-// handshake cookie (CookieKey, CookieValue), and runs over AutoMTLS. A source's watch is
-// a server stream of events, the first full, then deltas; a sink gets each
-// update in core's delta form and answers FAILED_PRECONDITION "resync" when
-// it does not hold the base state.
+// handshake cookie (CookieKey, CookieValue), and runs over AutoMTLS. A
+// source's watch is a server stream of events, the first set full, then
+// deltas, and an END event with the Watch's error; a sink gets each update
+// in core's delta form. Errors cross as data (kind, message, retry mark and
+// delay, resync), so core's one error rule holds across the boundary: a
+// retryable error is retried with a backoff and never touches the process.
 //
-// Faults: a plugin that exits or stops answering its health check is
-// killed and restarted with a jittered backoff; a source's targets are
-// watched again (their last good state kept, stale, meanwhile) and a sink
-// gets the full state of every target replayed. After a bound of restarts
-// in a row the host gives up with an error naming the binary (ErrGaveUp).
-// Errors starting a binary name it and say what was wrong.
+// Faults: only a broken transport (a failed call and a failed ping), a
+// plugin that exits, one that stops answering its health check, or one that
+// makes no progress (WithProgressTimeout) is killed and restarted with a
+// jittered backoff; a source's targets are watched again (their last good
+// state kept, stale, meanwhile) and a sink gets, per target, the newest
+// state that may have reached the old process. After a bound of restarts in
+// a row the host gives up with an error naming the binary, the number of
+// starts and the last failure (ErrGaveUp). Errors starting a binary name it
+// and say what was wrong.
 package plugin

@@ -31,19 +31,35 @@ import (
 // sink (and DISCO_TEST_DIR, the directory it shares with the test), it
 // serves a test source or sink over go-plugin, as a real process.
 func TestMain(m *testing.M) {
+	if kind := os.Getenv("DISCO_TEST_PLUGIN"); kind != "" && kind != "host" {
+		// Every start of a plugin process leaves a line in dir/starts.
+		f, err := os.OpenFile(filepath.Join(os.Getenv("DISCO_TEST_DIR"), "starts"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			fmt.Fprintln(f, os.Getpid())
+			f.Close()
+		}
+	}
 	switch os.Getenv("DISCO_TEST_PLUGIN") {
 	case "source":
 		plugin.ServeSource(&dirSource{dir: os.Getenv("DISCO_TEST_DIR")})
 		return
 	case "sink":
-		plugin.ServeSink(&dirSink{dir: os.Getenv("DISCO_TEST_DIR"), held: map[core.Target]core.Set{}})
+		plugin.ServeSink(&dirSink{dir: os.Getenv("DISCO_TEST_DIR"), held: map[core.Target]core.Set{}, fails: map[core.Target]int{}})
 		return
 	case "ticker":
 		plugin.ServeSource(tickerSource{})
 		return
-	case "crashy": // a source that dies soon after every start
-		go func() { time.Sleep(300 * time.Millisecond); os.Exit(3) }()
+	case "crashy": // a source that dies soon after every start, saying why on stderr
+		stderr := os.Stderr // go-plugin's Serve redirects os.Stderr
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			fmt.Fprintln(stderr, "crashy: dying on purpose")
+			os.Exit(3)
+		}()
 		plugin.ServeSource(&dirSource{dir: os.Getenv("DISCO_TEST_DIR")})
+		return
+	case "oldproto": // a plugin built with disco v0.2's SDK: protocol version 1
+		serveOldProtocol()
 		return
 	case "host": // a host running a source plugin, until killed
 		os.Setenv("DISCO_TEST_PLUGIN", "source")
@@ -67,8 +83,19 @@ func TestMain(m *testing.M) {
 type dirSource struct{ dir string }
 
 func (s *dirSource) Watch(ctx context.Context, t core.Target, pub core.Publisher) error {
-	if t.Name == "warn" {
+	switch t.Name {
+	case "warn":
 		plugin.Logger().Warn("test plugin warning", zap.String("target", t.String()))
+	case "flaky": // publishes, then fails with an ordinary retryable error
+		appendLine(filepath.Join(s.dir, "flaky.calls"), "watch")
+		pub.Publish(coreSet("10.0.0.1:80"))
+		time.Sleep(20 * time.Millisecond)
+		return fmt.Errorf("backend hiccup: %w", core.ErrUnavailable)
+	case "gone":
+		return fmt.Errorf("no such thing: %w", core.ErrNotFound)
+	case "silent": // never says anything: a watch stuck inside the plugin
+		<-ctx.Done()
+		return nil
 	}
 	defer os.WriteFile(filepath.Join(s.dir, t.Name+".cancelled"), nil, 0o644)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -91,6 +118,14 @@ func (s *dirSource) Watch(ctx context.Context, t core.Target, pub core.Publisher
 				}
 				set, err := core.NewSet(eps...)
 				if err == nil {
+					if t.Name == "shout" {
+						// As a Python or Node plugin that prints: one line
+						// far over 64 KiB, then a short one, on the
+						// process's real stdout.
+						stdout := os.NewFile(1, "stdout")
+						stdout.Write([]byte(strings.Repeat("x", 200*1024) + "\n"))
+						stdout.Write([]byte("published " + string(data) + "\n"))
+					}
 					pub.Publish(set)
 					last, sent = data, true
 				}
@@ -110,15 +145,46 @@ func (s *dirSource) Watch(ctx context.Context, t core.Target, pub core.Publisher
 // dirSink is the plugin's sink: it holds each target's endpoints and writes
 // them to dir/<target name>.held (JSON list of host:port), so the test can
 // observe what the plugin holds.
+//
+// Some targets misbehave on purpose: "flaky" fails its first three updates
+// with a retryable error; "err-*" always fail with the error named;
+// "frozen" hangs in its first update (whatever the context says) in the
+// first process. Every applied update appends its seq to
+// dir/<target name>.seqs, and with a file dir/hang-after present the process
+// stops (SIGSTOP) right after applying one, before the host hears back.
 type dirSink struct {
-	dir  string
-	mu   sync.Mutex
-	held map[core.Target]core.Set
+	dir   string
+	mu    sync.Mutex
+	held  map[core.Target]core.Set
+	fails map[core.Target]int
 }
 
 func (s *dirSink) Update(ctx context.Context, u core.Update) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	switch u.Target.Name {
+	case "flaky":
+		s.mu.Lock()
+		s.fails[u.Target]++
+		n := s.fails[u.Target]
+		s.mu.Unlock()
+		if n <= 3 {
+			return fmt.Errorf("receiver busy (%d): %w", n, core.ErrUnavailable)
+		}
+	case "err-permanent":
+		return core.Permanent(fmt.Errorf("cannot ever take this: %w", core.ErrUnavailable))
+	case "err-retryafter":
+		return core.RetryAfter(errors.New("come back later"), 1500*time.Millisecond)
+	case "err-notfound":
+		return fmt.Errorf("no such table: %w", core.ErrNotFound)
+	case "err-resync":
+		return fmt.Errorf("lost my data: %w", core.ErrResync)
+	case "frozen":
+		if _, err := os.Stat(filepath.Join(s.dir, "froze")); err != nil {
+			os.WriteFile(filepath.Join(s.dir, "froze"), nil, 0o644)
+			select {} // stuck for good, as a plugin blocked on a full pipe
+		}
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, "slow")); err == nil {
 		select {
@@ -150,7 +216,43 @@ func (s *dirSink) Update(ctx context.Context, u core.Update) error {
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(s.dir, u.Target.Name+".held"))
+	if err := os.Rename(tmp, filepath.Join(s.dir, u.Target.Name+".held")); err != nil {
+		return err
+	}
+	appendLine(filepath.Join(s.dir, u.Target.Name+".seqs"), fmt.Sprintf("%s %d", u.Epoch, u.Seq))
+	if os.Remove(filepath.Join(s.dir, "hang-after")) == nil {
+		// Applied, but the host never hears back: the process stops until
+		// the host's health check kills it.
+		syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+		select {}
+	}
+	return nil
+}
+
+func appendLine(path, line string) {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintln(f, line)
+}
+
+func readLines(path string) []string {
+	data, _ := os.ReadFile(path)
+	return strings.Fields(strings.ReplaceAll(string(data), " ", "_"))
+}
+
+func coreSet(hps ...string) core.Set {
+	var eps []*core.Endpoint
+	for _, hp := range hps {
+		host, port, _ := strings.Cut(hp, ":")
+		var p uint16
+		fmt.Sscan(port, &p)
+		eps = append(eps, &core.Endpoint{Addresses: []string{host}, Port: p})
+	}
+	set, _ := core.NewSet(eps...)
+	return set
 }
 
 // pluginBinary returns this test binary, to run as a plugin in dir.

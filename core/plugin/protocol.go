@@ -15,10 +15,12 @@ const (
 	SinkPlugin   = "disco-sink"
 )
 
-// ProtocolVersion is the version of the protocol (proto/disco/plugin/v1)
+// ProtocolVersion is the version of the protocol (proto/disco/plugin/v2)
 // this package speaks, negotiated by go-plugin: a host and a plugin of
-// different versions fail at start with an error saying so.
-const ProtocolVersion = 1
+// different versions fail at start with an error naming both. Version 1
+// (disco v0.2) carried errors as gRPC status codes; version 2 carries them
+// as data.
+const ProtocolVersion = 2
 
 // The handshake cookie: a disco host sets the environment variable
 // CookieKey to CookieValue for its plugins; a plugin binary started
@@ -39,28 +41,28 @@ var handshake = goplugin.HandshakeConfig{
 
 type sourcePlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
-	srv pb.SourceServer // plugin side only
+	srv pb.SourceServiceServer // plugin side only
 }
 
 func (p *sourcePlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
-	pb.RegisterSourceServer(s, p.srv)
+	pb.RegisterSourceServiceServer(s, p.srv)
 	return nil
 }
 
 func (p *sourcePlugin) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return pb.NewSourceClient(c), nil
+	return pb.NewSourceServiceClient(c), nil
 }
 
 type sinkPlugin struct {
 	goplugin.NetRPCUnsupportedPlugin
-	srv pb.SinkServer
+	srv pb.SinkServiceServer
 }
 
 func (p *sinkPlugin) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
-	pb.RegisterSinkServer(s, p.srv)
+	pb.RegisterSinkServiceServer(s, p.srv)
 	return nil
 }
 
 func (p *sinkPlugin) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return pb.NewSinkClient(c), nil
+	return pb.NewSinkServiceClient(c), nil
 }

@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -10,8 +11,7 @@ import (
 	goplugin "github.com/hashicorp/go-plugin"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"google.golang.org/grpc"
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/plugin/internal/pb"
@@ -33,7 +33,13 @@ func ServeSink(sink core.Sink) {
 
 func serve(sets map[int]goplugin.PluginSet) {
 	go exitWithHost()
-	goplugin.Serve(&goplugin.ServeConfig{HandshakeConfig: handshake, VersionedPlugins: sets, GRPCServer: goplugin.DefaultGRPCServer})
+	goplugin.Serve(&goplugin.ServeConfig{HandshakeConfig: handshake, VersionedPlugins: sets, GRPCServer: grpcServer})
+}
+
+// grpcServer is go-plugin's gRPC server with grpc-go's 4 MiB receive limit
+// raised to protobuf's own: any update the host can send arrives.
+func grpcServer(opts []grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(math.MaxInt32), grpc.MaxSendMsgSize(math.MaxInt32))...)
 }
 
 // Logger returns a zap logger for a plugin binary: JSON lines on stderr in
@@ -53,34 +59,44 @@ func Logger() *zap.Logger {
 var stderr = os.Stderr
 
 type sourceServer struct {
-	pb.UnimplementedSourceServer
+	pb.UnimplementedSourceServiceServer
 	src core.Source
 }
 
-func (s *sourceServer) Watch(req *pb.WatchRequest, stream pb.Source_WatchServer) error {
-	t := targetFromPB(req.Target)
-	if err := t.Validate(); err != nil {
-		return toStatus(err)
-	}
+// Watch runs the source's Watch for the stream's target and ends the stream
+// with an END event carrying Watch's error as data. A gRPC status other than
+// OK is left to the transport: the host reads only that as a broken plugin.
+func (s *sourceServer) Watch(req *pb.WatchRequest, stream pb.SourceService_WatchServer) error {
 	pub := &streamPublisher{stream: stream}
-	return toStatus(s.src.Watch(stream.Context(), t, pub))
+	t := targetFromPB(req.Target)
+	err := t.Validate()
+	if err == nil {
+		err = s.src.Watch(stream.Context(), t, pub)
+	}
+	pub.end(err)
+	return nil
 }
 
 // streamPublisher sends a plugin source's Publisher calls as events: the
-// first full, then deltas against the last set sent.
+// first set full, then deltas against the last set sent. After the watch
+// ended it ignores everything (core's Publisher rule).
 type streamPublisher struct {
-	stream pb.Source_WatchServer
+	stream pb.SourceService_WatchServer
 	mu     sync.Mutex
+	ended  bool
 	sent   bool
 	last   core.Set
 }
 
-func (p *streamPublisher) send(kind pb.SourceEvent_Kind, set *core.Set, err error) {
+func (p *streamPublisher) send(kind pb.EventKind, set *core.Set, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ev := &pb.SourceEvent{Kind: kind}
-	if err != nil {
-		ev.Error, ev.ErrorKind = err.Error(), string(core.KindOf(err))
+	if p.ended {
+		return
+	}
+	ev := &pb.WatchResponse{Kind: kind, Error: errorToPB(err)}
+	if kind == pb.EventKind_EVENT_KIND_END {
+		p.ended = true
 	}
 	if set != nil {
 		if !p.sent {
@@ -104,78 +120,46 @@ func (p *streamPublisher) send(kind pb.SourceEvent_Kind, set *core.Set, err erro
 	_ = p.stream.Send(ev) // a host that left cancels the watch's context
 }
 
-func (p *streamPublisher) Publish(set core.Set) { p.send(pb.SourceEvent_PUBLISH, &set, nil) }
+func (p *streamPublisher) Publish(set core.Set) { p.send(pb.EventKind_EVENT_KIND_PUBLISH, &set, nil) }
 func (p *streamPublisher) PublishStale(set core.Set, err error) {
-	p.send(pb.SourceEvent_PUBLISH_STALE, &set, err)
+	if err == nil {
+		p.Publish(set)
+		return
+	}
+	p.send(pb.EventKind_EVENT_KIND_PUBLISH_STALE, &set, err)
 }
-func (p *streamPublisher) Fail(err error) { p.send(pb.SourceEvent_FAIL, nil, err) }
+func (p *streamPublisher) Fail(err error) {
+	if err != nil {
+		p.send(pb.EventKind_EVENT_KIND_FAIL, nil, err)
+	}
+}
+func (p *streamPublisher) end(err error) { p.send(pb.EventKind_EVENT_KIND_END, nil, err) }
 
 type sinkServer struct {
-	pb.UnimplementedSinkServer
+	pb.UnimplementedSinkServiceServer
 	sink    core.Sink
 	replica *core.Replica
 }
 
-func (s *sinkServer) Update(ctx context.Context, p *pb.WireUpdate) (*pb.UpdateResponse, error) {
+// Update hands the sink the update the request makes of what the plugin
+// holds; every answer, the sink's errors included, is data in the
+// response.
+func (s *sinkServer) Update(ctx context.Context, p *pb.UpdateRequest) (*pb.UpdateResponse, error) {
 	w, err := wireFromPB(p)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return &pb.UpdateResponse{Error: errorToPB(core.Permanent(err))}, nil
 	}
 	err = s.replica.Deliver(ctx, w, s.sink)
 	var sinkErr *core.SinkError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, core.ErrDuplicate): // a duplicate: already applied
 		return &pb.UpdateResponse{}, nil
-	case errors.Is(err, core.ErrResync): // a delta it cannot apply, or the sink lost its state
-		return nil, status.Error(codes.FailedPrecondition, resyncMessage+": "+err.Error())
 	case errors.As(err, &sinkErr):
-		return nil, toStatus(sinkErr.Err)
-	case errors.Is(err, core.ErrDuplicate):
-		return &pb.UpdateResponse{}, nil
+		return &pb.UpdateResponse{Error: errorToPB(sinkErr.Err)}, nil
+	case errors.Is(err, core.ErrResync): // a delta that does not fit what the plugin holds
+		return &pb.UpdateResponse{Error: errorToPB(core.Retryable(err))}, nil
 	}
-	return nil, status.Error(codes.InvalidArgument, err.Error())
-}
-
-const resyncMessage = "resync"
-
-// toStatus carries a core error across: its kind as the code, and
-// Aborted for an error marked permanent whatever its kind.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, context.Canceled) {
-		return status.Error(codes.Canceled, err.Error())
-	}
-	switch core.KindOf(err) {
-	case core.KindInvalid:
-		return status.Error(codes.InvalidArgument, err.Error())
-	case core.KindNotFound:
-		return status.Error(codes.NotFound, err.Error())
-	case core.KindForbidden:
-		return status.Error(codes.PermissionDenied, err.Error())
-	}
-	if core.IsPermanent(err) {
-		return status.Error(codes.Aborted, err.Error())
-	}
-	return status.Error(codes.Unavailable, err.Error())
-}
-
-// fromStatus is toStatus's inverse, on the host.
-func fromStatus(name string, err error) error {
-	st, _ := status.FromError(err)
-	msg := "plugin " + name + ": " + st.Message()
-	switch st.Code() {
-	case codes.InvalidArgument:
-		return kindError(string(core.KindInvalid), msg)
-	case codes.NotFound:
-		return kindError(string(core.KindNotFound), msg)
-	case codes.PermissionDenied:
-		return kindError(string(core.KindForbidden), msg)
-	case codes.Aborted:
-		return core.Permanent(kindError(string(core.KindUnavailable), msg))
-	}
-	return kindError(string(core.KindUnavailable), msg)
+	return &pb.UpdateResponse{Error: errorToPB(core.Permanent(err))}, nil
 }
 
 // exitWithHost ends the plugin when its host is gone, even when the host

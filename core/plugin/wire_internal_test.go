@@ -1,8 +1,15 @@
 package plugin
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -13,10 +20,10 @@ import (
 
 type captureStream struct {
 	grpc.ServerStream
-	events []*pb.SourceEvent
+	events []*pb.WatchResponse
 }
 
-func (c *captureStream) Send(ev *pb.SourceEvent) error { c.events = append(c.events, ev); return nil }
+func (c *captureStream) Send(ev *pb.WatchResponse) error { c.events = append(c.events, ev); return nil }
 
 // A one-endpoint change of a 10,000-endpoint target crosses as a delta of
 // O(changed) bytes; the host rebuilds exactly the plugin's set from it.
@@ -47,5 +54,70 @@ func TestOneEndpointChangeIsSmallOnTheWire(t *testing.T) {
 	}
 	if cur, err = apply(cur, true, st.events[1]); err != nil || !cur.Equal(next) {
 		t.Fatalf("rebuilt set differs (%v)", err)
+	}
+}
+
+// A port above 65535 from a plugin (a Go plugin cannot send one, a Node or
+// Python one can) is rejected with ErrInvalid naming the endpoint, never
+// truncated (70000 would become 4464).
+func TestPortAboveRangeIsInvalid(t *testing.T) {
+	ev := &pb.WatchResponse{Kind: pb.EventKind_EVENT_KIND_PUBLISH, Full: true, Count: 2, Upserts: []*pb.Endpoint{
+		{Id: "ok", Addresses: []string{"10.0.0.1"}, Port: 80},
+		{Id: "pod-b", Addresses: []string{"10.0.0.2"}, Port: 70000},
+	}}
+	_, err := apply(core.Set{}, false, ev)
+	if !errors.Is(err, core.ErrInvalid) || !strings.Contains(err.Error(), `"pod-b"`) || !strings.Contains(err.Error(), "70000") {
+		t.Fatalf("apply = %v, want ErrInvalid naming pod-b and its port", err)
+	}
+	_, err = wireFromPB(&pb.UpdateRequest{Target: &pb.Target{Name: "t"}, Epoch: "e", Seq: 1, Count: 1,
+		Added: []*pb.Endpoint{{Addresses: []string{"10.0.0.3"}, Port: 70000}}})
+	if !errors.Is(err, core.ErrInvalid) || !strings.Contains(err.Error(), "10.0.0.3") {
+		t.Fatalf("wireFromPB = %v, want ErrInvalid naming the endpoint", err)
+	}
+}
+
+// Errors round-trip as data: kind, marks, delay and resync.
+func TestErrorsRoundTrip(t *testing.T) {
+	for _, err := range []error{
+		fmt.Errorf("x: %w", core.ErrUnavailable),
+		fmt.Errorf("x: %w", core.ErrNotFound),
+		core.Retryable(fmt.Errorf("x: %w", core.ErrInvalid)),
+		core.Permanent(errors.New("x")),
+		core.RetryAfter(errors.New("x"), 2*time.Second),
+		fmt.Errorf("x: %w", core.ErrResync),
+	} {
+		got := errorFromPB("p", errorToPB(err))
+		d1, ok1 := core.RetryDelay(err)
+		d2, ok2 := core.RetryDelay(got)
+		if core.KindOf(got) != core.KindOf(err) || core.IsPermanent(got) != core.IsPermanent(err) ||
+			errors.Is(got, core.ErrResync) != errors.Is(err, core.ErrResync) || d1 != d2 || ok1 != ok2 {
+			t.Errorf("%v crossed as %v", err, got)
+		}
+	}
+	if errorFromPB("p", nil) != nil || errorToPB(nil) != nil {
+		t.Fatal("nil does not cross as nil")
+	}
+}
+
+// The runner kills through the process handle: once the process was
+// reaped, Kill signals nothing (a PID taken from elsewhere could be reused
+// by another process by then).
+func TestRunnerKillsThroughTheProcessHandle(t *testing.T) {
+	r := newProcRunner("/bin/sleep", []string{"30"}, nil, zap.NewNop())
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, r.Stderr())
+	if err := r.Kill(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Wait(context.Background()); err == nil {
+		t.Fatal("a killed sleep exited 0")
+	}
+	if !strings.Contains(r.exit(), "signal: killed") {
+		t.Fatalf("exit %q, want the signal", r.exit())
+	}
+	if err := r.Kill(context.Background()); err != nil {
+		t.Fatalf("Kill after the process was reaped = %v, want nothing signalled", err)
 	}
 }

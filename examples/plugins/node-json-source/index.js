@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A disco source plugin written in Node.js: no Go, only the protocol
-// (core/plugin/proto/disco/plugin/v1/plugin.proto) over hashicorp/go-plugin's
+// (core/plugin/proto/disco/plugin/v2/plugin.proto) over hashicorp/go-plugin's
 // gRPC handshake with AutoMTLS. A host runs it like any plugin:
 //
 //   src, err := plugin.NewSource("./node-json-source", plugin.WithArgs("/etc/disco/json"))
@@ -22,7 +22,7 @@ const loader = require('@grpc/proto-loader');
 const COOKIE_KEY = 'DISCO_PLUGIN';
 const COOKIE_VALUE = 'disco-plugin-v1-6f1d2c8e';
 const CORE_PROTOCOL = 1; // go-plugin's own protocol version
-const APP_PROTOCOL = 1; // plugin.ProtocolVersion
+const APP_PROTOCOL = 2; // plugin.ProtocolVersion
 
 // log writes an hclog JSON line on stderr: the host logs it through its
 // own logger at the same level.
@@ -44,7 +44,7 @@ if (!dir) {
 const load = (file, dirs) =>
   grpc.loadPackageDefinition(loader.loadSync(file, { includeDirs: dirs, enums: String, longs: String, defaults: true }));
 const protoDir = process.env.DISCO_PLUGIN_PROTO || path.join(__dirname, '..', '..', '..', 'core', 'plugin', 'proto');
-const disco = load('disco/plugin/v1/plugin.proto', [protoDir]).disco.plugin.v1;
+const disco = load('disco/plugin/v2/plugin.proto', [protoDir]).disco.plugin.v2;
 const health = load('health.proto', [__dirname]).grpc.health.v1;
 const controller = load('controller.proto', [__dirname]).plugin;
 
@@ -82,13 +82,19 @@ function watch(call) {
   let failing = false;
   const tick = () => {
     if (fs.existsSync(path.join(dir, 'broken'))) {
-      call.write({ kind: 'FAIL', error: `node-json-source: ${dir}: backend broken`, errorKind: 'unavailable', count: last ? last.size : 0 });
+      // Errors are data: a kind, a message (and a retry mark, a delay, a
+      // resync flag when they apply).
+      call.write({
+        kind: 'EVENT_KIND_FAIL',
+        error: { kind: 'ERROR_KIND_UNAVAILABLE', message: `node-json-source: ${dir}: backend broken` },
+        count: last ? last.size : 0,
+      });
       failing = true;
       return;
     }
     const got = endpointsOf(name);
     if (!got || (!failing && got.data === lastData && last)) return;
-    const ev = { kind: 'PUBLISH', count: got.eps.size, upserts: [], removed: [] };
+    const ev = { kind: 'EVENT_KIND_PUBLISH', count: got.eps.size, upserts: [], removed: [] };
     if (!last) {
       ev.full = true;
       ev.upserts = [...got.eps.values()];
@@ -127,8 +133,9 @@ function credentials() {
   return { creds: grpc.ServerCredentials.createSsl(Buffer.from(clientCert), [{ private_key: keyPem, cert_chain: crtPem }], true), cert: der };
 }
 
-const server = new grpc.Server();
-server.addService(disco.Source.service, { watch });
+// No 4 MiB cap on what the host sends (go-plugin raises it on its side too).
+const server = new grpc.Server({ 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 });
+server.addService(disco.SourceService.service, { watch });
 server.addService(health.Health.service, { check: (call, cb) => cb(null, { status: 'SERVING' }) });
 server.addService(controller.GRPCController.service, {
   shutdown: (call, cb) => {
