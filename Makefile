@@ -10,7 +10,7 @@ BENCHFLAGS ?= -run '^$$' -bench . -benchmem
 # Every Go file, tracked or not yet, except generated protobuf code.
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -name '*.pb.go')
 
-.PHONY: generate generate-check all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
+.PHONY: generate generate-check proto-check all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
 
 all: lint test
 
@@ -26,6 +26,7 @@ help:
 	@echo "make tidy           go mod tidy in every module; tidy-check only reports"
 	@echo "make bench          benchmarks of every module"
 	@echo "make generate       the plugin protocol's Go code (buf, pinned in .ci/buf); generate-check: CI's check"
+	@echo "make proto-check    buf lint and buf breaking of the plugin protocol against the last release"
 
 # Kubernetes binaries for the tests' control planes, built once per version
 # into $(CACHE) (minutes when cold, nothing when cached).
@@ -68,6 +69,14 @@ $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc &: .ci/protogen/go.mod .ci/pr
 
 generate: $(TOOLS)/buf $(TOOLS)/protoc-gen-go $(TOOLS)/protoc-gen-go-grpc
 	cd core/plugin && PATH=$(TOOLS):$$PATH buf generate
+
+# The plugin protocol is a public contract: buf lint, and buf breaking
+# against the last release (.ci/last-release: its tag, or .ci/release).
+proto-check: $(TOOLS)/buf
+	@cd core/plugin/proto && $(TOOLS)/buf lint
+	@read -r version commit < <(.ci/last-release); \
+	  echo "== buf breaking against $$version ($$commit)"; \
+	  $(TOOLS)/buf breaking core/plugin/proto --against ".git#ref=$$commit,subdir=core/plugin/proto"
 
 generate-check: generate
 	@git diff --exit-code -- core/plugin/internal/pb || { echo "generated code differs from core/plugin/proto: run make generate and commit"; exit 1; }
@@ -116,4 +125,4 @@ demo: k8s-bins
 	  cd examples && DISCO_K8S_BINS=$$bins go run ./cmd/demo $(DEMO_FLAGS)
 
 # What CI runs after installing its packages (see .ci/run).
-ci: lint tidy-check modules-check test
+ci: lint tidy-check modules-check generate-check proto-check test
