@@ -3,18 +3,31 @@ package core
 import "slices"
 
 // Routable returns the endpoints of s that should get new requests, by
-// kube-proxy's rule (KEP-1669): every ready endpoint; only if none is ready,
-// the endpoints that are serving while terminating (draining pods that still
-// answer). Sources publish all endpoints with their conditions; sinks that
-// route use this. The result is in ID order, in a new slice.
+// kube-proxy's rule (KEP-1669) and then by priority (RFC 2782): every ready
+// endpoint of the lowest Priority that has one; only if none is ready, the
+// endpoints that are serving while terminating (draining pods that still
+// answer), again of the lowest Priority that has one. Sources publish all
+// endpoints with their conditions and priorities; sinks that route use
+// this. The result is in ID order, in a new slice.
 func Routable(s Set) []*Endpoint {
 	var ready, fallback []*Endpoint
+	readyPrio, fallbackPrio := ^uint32(0), ^uint32(0)
 	for e := range s.All() {
 		switch c := e.Conditions; {
 		case c.IsReady():
-			ready = append(ready, e)
+			if e.Priority < readyPrio {
+				readyPrio, ready = e.Priority, ready[:0]
+			}
+			if e.Priority == readyPrio {
+				ready = append(ready, e)
+			}
 		case len(ready) == 0 && IsFallback(e):
-			fallback = append(fallback, e)
+			if e.Priority < fallbackPrio {
+				fallbackPrio, fallback = e.Priority, fallback[:0]
+			}
+			if e.Priority == fallbackPrio {
+				fallback = append(fallback, e)
+			}
 		}
 	}
 	if len(ready) > 0 {

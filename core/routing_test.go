@@ -39,3 +39,37 @@ func TestLocality(t *testing.T) {
 		})
 	}
 }
+
+// TestRoutablePriority: RFC 2782's rule on top of kube-proxy's: the lowest
+// priority with ready endpoints takes the traffic; the next one only when
+// none of a lower one is left; the terminating fallback likewise.
+func TestRoutablePriority(t *testing.T) {
+	p := func(id string, prio uint32, ready, serving, terminating bool) *core.Endpoint {
+		return &core.Endpoint{ID: id, Addresses: []string{id}, Priority: prio,
+			Conditions: core.Conditions{Ready: core.Bool(ready), Serving: core.Bool(serving), Terminating: core.Bool(terminating)}}
+	}
+	up := func(id string, prio uint32) *core.Endpoint { return p(id, prio, true, true, false) }
+	draining := func(id string, prio uint32) *core.Endpoint { return p(id, prio, false, true, true) }
+	for _, tc := range []struct {
+		name string
+		in   []*core.Endpoint
+		want string
+	}{
+		{"one priority", []*core.Endpoint{up("a", 0), up("b", 0)}, "a,b"},
+		{"primary over backup", []*core.Endpoint{up("a", 10), up("b", 20), up("c", 10)}, "a,c"},
+		{"backup when the primary has none ready", []*core.Endpoint{draining("a", 10), up("b", 20), up("c", 30)}, "b"},
+		{"a ready backup beats a draining primary", []*core.Endpoint{draining("a", 0), up("b", 5)}, "b"},
+		{"fallback of the lowest priority", []*core.Endpoint{draining("a", 7), draining("b", 3), p("c", 1, false, false, true)}, "b"},
+		{"nothing routable", []*core.Endpoint{p("a", 0, false, false, false)}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set, err := core.NewSet(tc.in...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(idsOf(core.Routable(set)), ","); got != tc.want {
+				t.Fatalf("Routable = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -18,6 +18,7 @@
 package connpool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -125,13 +126,11 @@ type Pool[C any] struct {
 	close CloseFunc[C]
 	cfg   config
 
-	// Pick sets: ready members; serving-and-terminating ones (used while
-	// none is ready); ready ones hinted for the client's zone; ready ones
-	// in it.
-	ready, fallback, byHints, byZone *pickSet[C]
-	// Ready members with and without zone hints, for core.Locality's rule.
-	hinted, unhinted atomic.Int64
-	rr               atomic.Uint64
+	// The members by priority (RFC 2782), lowest first: Pick uses the
+	// lowest tier with ready members (else the lowest with fallback ones).
+	// Replaced whole under mu; read without a lock.
+	tiers atomic.Pointer[[]*tier[C]]
+	rr    atomic.Uint64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -146,6 +145,21 @@ type Pool[C any] struct {
 }
 
 var _ core.Sink = (*Pool[int])(nil)
+
+// tier is the members of one priority: its pick sets (ready members;
+// serving-and-terminating ones, used while none is ready; ready ones hinted
+// for the client's zone; ready ones in it) and the counts of ready members
+// with and without zone hints, for core.Locality's rule.
+type tier[C any] struct {
+	priority                         uint32
+	ready, fallback, byHints, byZone *pickSet[C]
+	hinted, unhinted                 atomic.Int64
+	members                          int // placed in it (guarded by pool.mu)
+}
+
+func newTier[C any](priority uint32) *tier[C] {
+	return &tier[C]{priority: priority, ready: newPickSet[C](), fallback: newPickSet[C](), byHints: newPickSet[C](), byZone: newPickSet[C]()}
+}
 
 // endpointState is one endpoint and its members (connections).
 type endpointState[C any] struct {
@@ -164,9 +178,10 @@ type member[C any] struct {
 	closeOnce sync.Once
 	// Guarded by pool.mu.
 	built  bool
-	in     [4]bool // in ready, fallback, byHints, byZone
-	idx    [4]int  // position in each
-	counts int8    // 0: not counted; 1: counted hinted; 2: counted unhinted
+	tier   *tier[C] // the tier of its endpoint's priority, once placed
+	in     [4]bool  // in its tier's ready, fallback, byHints, byZone
+	idx    [4]int   // position in each
+	counts int8     // 0: not counted; 1: counted hinted; 2: counted unhinted
 }
 
 const (
@@ -184,14 +199,15 @@ func New[C any](build BuildFunc[C], closeFn CloseFunc[C], opts ...Option) *Pool[
 		o(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pool[C]{
+	p := &Pool[C]{
 		build: build, close: closeFn, cfg: cfg,
-		ready: newPickSet[C](), fallback: newPickSet[C](), byHints: newPickSet[C](), byZone: newPickSet[C](),
 		ctx: ctx, cancel: cancel,
 		targets:  map[core.Target]map[string]*endpointState[C]{},
 		draining: map[*member[C]]*time.Timer{},
 		wake:     make(chan struct{}),
 	}
+	p.tiers.Store(&[]*tier[C]{})
+	return p
 }
 
 // Handle is a picked connection. Call Done exactly once when the call on it
@@ -247,33 +263,53 @@ func (p *Pool[C]) pickAvoiding(ctx context.Context, avoid []*core.Endpoint) (Han
 }
 
 func (p *Pool[C]) pickable() bool {
-	return p.ready.len() > 0 || p.fallback.len() > 0
+	for _, t := range *p.tiers.Load() {
+		if t.ready.len() > 0 || t.fallback.len() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
-// set returns the pick set to use now: the local one by core.Locality when
-// it has enough members, else the ready one, else the fallback.
-func (p *Pool[C]) set() *pickSet[C] {
-	if loc := p.cfg.locality; loc.Zone != "" {
-		var local *pickSet[C]
-		switch loc.Rule(int(p.hinted.Load()), int(p.unhinted.Load())) {
-		case core.ByHints:
-			local = p.byHints
-		case core.ByZone:
-			local = p.byZone
+// set returns the pick set to use now and its tier's index: in the lowest
+// tier with ready members, the local set by core.Locality when it has
+// enough members, else the ready one; with no ready member in any tier, the
+// lowest tier's fallback set (core.Routable's rule). -1: none.
+func (p *Pool[C]) set() (*pickSet[C], int) {
+	tiers := *p.tiers.Load()
+	for i, t := range tiers {
+		if t.ready.len() == 0 {
+			continue
 		}
-		if local != nil && loc.Enough(local.len()/p.cfg.perEP) {
-			return local
+		if loc := p.cfg.locality; loc.Zone != "" {
+			var local *pickSet[C]
+			switch loc.Rule(int(t.hinted.Load()), int(t.unhinted.Load())) {
+			case core.ByHints:
+				local = t.byHints
+			case core.ByZone:
+				local = t.byZone
+			}
+			if local != nil && loc.Enough(local.len()/p.cfg.perEP) {
+				return local, i
+			}
+		}
+		return t.ready, i
+	}
+	for i, t := range tiers {
+		if t.fallback.len() > 0 {
+			return t.fallback, i
 		}
 	}
-	if p.ready.len() > 0 {
-		return p.ready
-	}
-	return p.fallback
+	return nil, -1
 }
 
 func (p *Pool[C]) pickOnce() *member[C] {
 	for range 8 { // retry past members removed under our feet
-		a := p.set().arr.Load()
+		set, tierIdx := p.set()
+		if set == nil {
+			return nil
+		}
+		a := set.arr.Load()
 		n := int(a.n.Load())
 		if n == 0 {
 			return nil
@@ -301,13 +337,19 @@ func (p *Pool[C]) pickOnce() *member[C] {
 		if m == nil {
 			continue
 		}
-		if usable, ok := p.cfg.usable.(func(C) bool); ok && n > 1 && !usable(m.conn) {
-			// Another, usable one, from a random start; else this one.
-			start := rand.IntN(n)
-			for k := range n {
-				if o := a.at((start + k) % n); o != nil && o != m && usable(o.conn) {
-					m = o
-					break
+		if usable, ok := p.cfg.usable.(func(C) bool); ok && !usable(m.conn) {
+			// Another, usable one, from a random start; else one of the next
+			// priority that is (RFC 2782: the lowest priority that can be
+			// reached); else this one.
+			if o := usableIn(a, m, usable); o != nil {
+				m = o
+			} else {
+				tiers := *p.tiers.Load()
+				for _, t := range tiers[min(tierIdx+1, len(tiers)):] {
+					if o := usableIn(t.ready.arr.Load(), m, usable); o != nil {
+						m = o
+						break
+					}
 				}
 			}
 		}
@@ -317,6 +359,22 @@ func (p *Pool[C]) pickOnce() *member[C] {
 			continue
 		}
 		return m
+	}
+	return nil
+}
+
+// usableIn returns a usable member of a other than m, from a random start,
+// or nil.
+func usableIn[C any](a *pickArray[C], m *member[C], usable func(C) bool) *member[C] {
+	n := int(a.n.Load())
+	if n == 0 {
+		return nil
+	}
+	start := rand.IntN(n)
+	for k := range n {
+		if o := a.at((start + k) % n); o != nil && o != m && usable(o.conn) {
+			return o
+		}
 	}
 	return nil
 }
@@ -331,19 +389,31 @@ func (p *Pool[C]) Do(ctx context.Context, fn func(C) error) error {
 	return fn(h.Conn)
 }
 
-// Len returns how many endpoints can be picked now (ready, or the fallback
-// when none is ready).
+// Len returns how many endpoints can be picked now (ready ones of the
+// lowest priority that has some, or the fallback when none is ready).
 func (p *Pool[C]) Len() int {
-	if n := p.ready.len(); n > 0 {
-		return n / p.cfg.perEP
+	tiers := *p.tiers.Load()
+	for _, t := range tiers {
+		if n := t.ready.len(); n > 0 {
+			return n / p.cfg.perEP
+		}
 	}
-	return p.fallback.len() / p.cfg.perEP
+	for _, t := range tiers {
+		if n := t.fallback.len(); n > 0 {
+			return n / p.cfg.perEP
+		}
+	}
+	return 0
 }
 
 // Endpoints returns the endpoints Pick chooses from now (the local ones
 // when the zone preference applies), each once, in no particular order.
 func (p *Pool[C]) Endpoints() []*core.Endpoint {
-	a := p.set().arr.Load()
+	set, _ := p.set()
+	if set == nil {
+		return nil
+	}
+	a := set.arr.Load()
 	n := int(a.n.Load())
 	seen := make(map[*core.Endpoint]bool, n)
 	var out []*core.Endpoint
@@ -499,6 +569,11 @@ func (p *Pool[C]) placeLocked(st *endpointState[C], e *core.Endpoint) {
 }
 
 func (p *Pool[C]) placeMemberLocked(m *member[C], e *core.Endpoint) {
+	if m.tier == nil || m.tier.priority != e.Priority {
+		p.unplaceLocked(m)
+		m.tier = p.tierLocked(e.Priority)
+		m.tier.members++
+	}
 	loc := p.cfg.locality
 	ready := e.Conditions.IsReady()
 	fallback := core.IsFallback(e)
@@ -515,28 +590,62 @@ func (p *Pool[C]) placeMemberLocked(m *member[C], e *core.Endpoint) {
 	}
 }
 
+// tierLocked returns the tier of priority, adding it in order if new.
+func (p *Pool[C]) tierLocked(priority uint32) *tier[C] {
+	tiers := *p.tiers.Load()
+	i, found := slices.BinarySearchFunc(tiers, priority, func(t *tier[C], prio uint32) int { return cmp.Compare(t.priority, prio) })
+	if found {
+		return tiers[i]
+	}
+	t := newTier[C](priority)
+	next := slices.Insert(slices.Clone(tiers), i, t)
+	p.tiers.Store(&next)
+	return t
+}
+
+// unplaceLocked takes m out of its tier, dropping the tier once empty.
+func (p *Pool[C]) unplaceLocked(m *member[C]) {
+	t := m.tier
+	if t == nil {
+		return
+	}
+	p.countLocked(m, false, false)
+	p.setsLocked(m, [4]bool{})
+	m.tier = nil
+	if t.members--; t.members > 0 {
+		return
+	}
+	tiers := *p.tiers.Load()
+	if i := slices.Index(tiers, t); i >= 0 {
+		next := slices.Delete(slices.Clone(tiers), i, i+1)
+		p.tiers.Store(&next)
+	}
+}
+
 // countLocked keeps the hinted/unhinted counts of ready members.
 func (p *Pool[C]) countLocked(m *member[C], ready, hinted bool) {
+	t := m.tier
 	switch m.counts {
 	case 1:
-		p.hinted.Add(-1)
+		t.hinted.Add(-1)
 	case 2:
-		p.unhinted.Add(-1)
+		t.unhinted.Add(-1)
 	}
 	m.counts = 0
 	switch {
 	case ready && hinted:
-		p.hinted.Add(1)
+		t.hinted.Add(1)
 		m.counts = 1
 	case ready:
-		p.unhinted.Add(1)
+		t.unhinted.Add(1)
 		m.counts = 2
 	}
 }
 
-// setsLocked puts m in, or takes it out of, each pick set.
+// setsLocked puts m in, or takes it out of, each pick set of its tier.
 func (p *Pool[C]) setsLocked(m *member[C], want [4]bool) {
-	for i, s := range [4]*pickSet[C]{p.ready, p.fallback, p.byHints, p.byZone} {
+	t := m.tier
+	for i, s := range [4]*pickSet[C]{t.ready, t.fallback, t.byHints, t.byZone} {
 		switch {
 		case want[i] && !m.in[i]:
 			s.add(m, &m.idx[i])
@@ -563,8 +672,7 @@ func (p *Pool[C]) removeLocked(eps map[string]*endpointState[C], id string, clos
 		if !m.built {
 			continue
 		}
-		p.countLocked(m, false, false)
-		p.setsLocked(m, [4]bool{})
+		p.unplaceLocked(m)
 		if m.inflight.Load() == 0 {
 			closeNow = append(closeNow, m)
 		} else {

@@ -25,7 +25,7 @@ type targetState struct {
 	epoch string // the core update the state was built from
 	seq   uint64
 	set   core.Set
-	ready int                 // ready endpoints of set
+	tally routeTally          // ready and fallback endpoints of set, per priority
 	state *resolver.State     // Endpoints sorted by ID; nil before the first build
 	list  []resolver.Endpoint // state.Endpoints
 }
@@ -56,30 +56,23 @@ func (ts *targetState) build(epoch string, seq uint64, st core.State) *resolver.
 		return ts.state
 	}
 	d := core.Diff(ts.set, st.Endpoints)
-	ready := ts.ready
+	prevMode, had := ts.tally.mode(), ts.state != nil
 	for _, e := range d.Removed {
-		if e.Conditions.IsReady() {
-			ready--
-		}
+		ts.tally.count(e, -1)
 	}
 	for _, c := range d.Changed {
-		if c.Old.Conditions.IsReady() {
-			ready--
-		}
-		if c.New.Conditions.IsReady() {
-			ready++
-		}
+		ts.tally.count(c.Old, -1)
+		ts.tally.count(c.New, 1)
 	}
 	for _, e := range d.Added {
-		if e.Conditions.IsReady() {
-			ready++
-		}
+		ts.tally.count(e, 1)
 	}
-	prevMode := ts.ready > 0
-	ts.epoch, ts.seq, ts.set, ts.ready = epoch, seq, st.Endpoints, ready
-	if ts.state == nil || prevMode != (ready > 0) {
-		// First build, or the routing rule flipped (the first ready endpoint
-		// came, or the last went: kube-proxy's terminating fallback): O(n).
+	ts.epoch, ts.seq, ts.set = epoch, seq, st.Endpoints
+	mode := ts.tally.mode()
+	if !had || mode != prevMode {
+		// First build, or the routing rule moved (the first ready endpoint
+		// came, or the last went: kube-proxy's terminating fallback; or the
+		// lowest priority with routable endpoints changed): O(n).
 		routable := core.Routable(st.Endpoints)
 		list := make([]resolver.Endpoint, len(routable))
 		for i, e := range routable {
@@ -89,12 +82,7 @@ func (ts *targetState) build(epoch string, seq uint64, st core.State) *resolver.
 		return ts.state
 	}
 	// The rule held: apply the delta to the routable list.
-	routable := func(e *core.Endpoint) bool {
-		if ready > 0 {
-			return e.Conditions.IsReady()
-		}
-		return core.IsFallback(e)
-	}
+	routable := mode.routable
 	var drop []string        // IDs leaving the list
 	var put []*core.Endpoint // new versions entering or replacing
 	for _, e := range d.Removed {
@@ -150,6 +138,62 @@ func (ts *targetState) build(epoch string, seq uint64, st core.State) *resolver.
 	list = append(list, old[i:]...)
 	ts.setList(list)
 	return ts.state
+}
+
+// routeTally counts a set's ready and fallback endpoints per priority, so
+// that a delta tells whether core.Routable's choice moved.
+type routeTally struct {
+	ready, fallback map[uint32]int
+}
+
+func (t *routeTally) count(e *core.Endpoint, n int) {
+	var m *map[uint32]int
+	switch {
+	case e.Conditions.IsReady():
+		m = &t.ready
+	case core.IsFallback(e):
+		m = &t.fallback
+	default:
+		return
+	}
+	if *m == nil {
+		*m = map[uint32]int{}
+	}
+	if (*m)[e.Priority] += n; (*m)[e.Priority] == 0 {
+		delete(*m, e.Priority)
+	}
+}
+
+// routeMode is core.Routable's choice: ready endpoints or the fallback,
+// of one priority.
+type routeMode struct {
+	ready    bool
+	priority uint32
+}
+
+func (t *routeTally) mode() routeMode {
+	lowest := func(m map[uint32]int) uint32 {
+		p := ^uint32(0)
+		for k := range m {
+			p = min(p, k)
+		}
+		return p
+	}
+	if len(t.ready) > 0 {
+		return routeMode{ready: true, priority: lowest(t.ready)}
+	}
+	return routeMode{priority: lowest(t.fallback)}
+}
+
+// routable reports whether e is in core.Routable's result under the mode.
+func (m routeMode) routable(e *core.Endpoint) bool {
+	if e.Priority != m.priority {
+		return false
+	}
+	if m.ready {
+		return e.Conditions.IsReady()
+	}
+	return core.IsFallback(e)
 }
 
 func (ts *targetState) setList(list []resolver.Endpoint) {

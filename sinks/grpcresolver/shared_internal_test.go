@@ -24,7 +24,7 @@ func renderList(list []resolver.Endpoint) []string {
 // routable set computed from scratch (same endpoints, in ID order, the
 // current versions), through random changes: endpoints coming and going,
 // readiness flips (also of the last ready one: the terminating fallback),
-// address changes; and no state handed out is ever modified afterwards.
+// priorities (the lowest routable one moving up and down), address changes; and no state handed out is ever modified afterwards.
 func FuzzTargetState(f *testing.F) {
 	f.Add(uint64(1), uint8(50))
 	f.Add(uint64(7), uint8(200))
@@ -42,7 +42,7 @@ func FuzzTargetState(f *testing.F) {
 			if r.IntN(4) == 0 {
 				set = set.Without(id)
 			} else {
-				e := &core.Endpoint{ID: id, Addresses: []string{fmt.Sprintf("10.0.0.%d", r.IntN(3)+1)}, Port: 80}
+				e := &core.Endpoint{ID: id, Addresses: []string{fmt.Sprintf("10.0.0.%d", r.IntN(3)+1)}, Port: 80, Priority: uint32(r.IntN(3))}
 				switch r.IntN(4) {
 				case 0:
 					e.Conditions = core.Conditions{Ready: core.Bool(false)}

@@ -1,11 +1,13 @@
 package dns_test
 
 import (
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	mdns "github.com/miekg/dns"
 
@@ -26,9 +28,11 @@ type fake struct {
 	drop    bool                 // no answer at all
 	garbage bool                 // answer bytes that are no DNS message
 	counts  map[string]int       // "name type network" → queries
+	delay   time.Duration        // each answer waits this long (a round trip)
+	onQuery func(enter bool)     // called as a query starts and ends
 }
 
-func newFake(t *testing.T) *fake {
+func newFake(t testing.TB) *fake {
 	t.Helper()
 	f := &fake{records: map[string][]mdns.RR{}, extra: map[string][]mdns.RR{}, soa: map[string]*mdns.SOA{},
 		trunc: map[string]int{}, counts: map[string]int{}}
@@ -124,7 +128,26 @@ func (f *fake) countNet(name, typ, network string) int {
 	return f.counts[name+" "+typ+" "+network]
 }
 
+// total returns how many queries the server got.
+func (f *fake) total() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.counts {
+		n += c
+	}
+	return n
+}
+
 func (f *fake) ServeDNS(w mdns.ResponseWriter, q *mdns.Msg) {
+	f.mu.Lock()
+	delay, on := f.delay, f.onQuery
+	f.mu.Unlock()
+	if on != nil {
+		on(true)
+		defer on(false)
+	}
+	time.Sleep(delay) // outside the lock: answers overlap as a real server's do
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(q.Question) != 1 {
@@ -172,6 +195,30 @@ func (f *fake) ServeDNS(w mdns.ResponseWriter, q *mdns.Msg) {
 	if n, ok := f.trunc[qn]; ok && network == "udp" && len(m.Answer) > n {
 		m.Answer = m.Answer[:n]
 		m.Truncated = true
+	} else if network == "udp" {
+		size := mdns.MinMsgSize // as a real server: what fits the client's buffer, else TC
+		if opt := q.IsEdns0(); opt != nil {
+			size = int(opt.UDPSize())
+		}
+		m.Truncate(size)
 	}
 	_ = w.WriteMsg(m)
+}
+
+// srvFleet sets name's SRV answer to n targets h<i>.test., each with an A
+// record; with glue, their addresses ride in the additional section too.
+func srvFleet(t testing.TB, f *fake, name string, n int, ttl int, glue bool) {
+	var srvs, extra []mdns.RR
+	for i := range n {
+		host := fmt.Sprintf("h%d.test.", i)
+		r, _ := mdns.NewRR(fmt.Sprintf("%s %d IN SRV 0 1 8080 %s", name, ttl, host))
+		srvs = append(srvs, r)
+		a, _ := mdns.NewRR(fmt.Sprintf("%s %d IN A 10.%d.%d.%d", host, ttl, 8+i/62500, i/250%250, i%250+1))
+		f.set(host, []mdns.RR{a})
+		if glue {
+			extra = append(extra, a)
+		}
+	}
+	f.set(name, srvs)
+	f.with(func(f *fake) { f.extra[name] = extra })
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -41,6 +42,8 @@ type options struct {
 	backoff  core.Backoff
 	log      *zap.Logger
 	confPath string
+	// concurrency bounds the address queries of one SRV answer in flight.
+	concurrency int
 }
 
 // WithServer sets the DNS servers to ask, in order ("10.96.0.10:53"; a
@@ -93,6 +96,17 @@ func WithBackoff(min, max time.Duration) Option {
 	return func(o *options) { o.backoff = core.Backoff{Min: min, Max: max} }
 }
 
+// WithConcurrency bounds how many hosts of one SRV answer are asked for
+// their addresses at once (default 16); hosts whose addresses the answer's
+// additional section carries are not asked at all.
+func WithConcurrency(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.concurrency = n
+		}
+	}
+}
+
 // WithLogger sets the logger (nil: no-op).
 func WithLogger(l *zap.Logger) Option {
 	return func(o *options) {
@@ -117,7 +131,8 @@ var ErrNoServer = errors.New("dns: no DNS server")
 // starts nothing.
 func New(opts ...Option) (*Source, error) {
 	o := options{mode: Auto, floor: time.Second, ceiling: 5 * time.Minute, timeout: 2 * time.Second,
-		backoff: core.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}, log: zap.NewNop(), confPath: "/etc/resolv.conf"}
+		backoff: core.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}, log: zap.NewNop(), confPath: "/etc/resolv.conf",
+		concurrency: 16}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -214,10 +229,11 @@ func (s *Source) resolve(ctx context.Context, t core.Target) (core.Set, time.Dur
 		return s.resolveSRV(ctx, t, name)
 	}
 	port, _ := strconv.Atoi(t.Port)
-	addrs, ttl, err := s.addresses(ctx, name)
+	addrs, minttl, err := s.addresses(ctx, name)
 	if err != nil {
 		return core.Set{}, 0, err
 	}
+	ttl := minttl.d
 	host := strings.TrimSuffix(name, ".")
 	if len(addrs) == 0 {
 		return core.Set{}, ttl, nil
@@ -243,62 +259,164 @@ func (s *Source) resolveSRV(ctx context.Context, t core.Target, name string) (co
 	if err != nil {
 		return core.Set{}, 0, err
 	}
-	if len(msg.Answer) == 0 { // no such name, or no SRV records
-		return core.Set{}, s.negativeTTL(msg), nil
+	var ttl minTTL
+	for _, rr := range msg.Answer { // every record of the chain counts: CNAMEs too
+		ttl.note(rr)
 	}
-	ttl := time.Duration(-1)
-	note := func(h mdns.RR_Header) {
-		if d := time.Duration(h.Ttl) * time.Second; ttl < 0 || d < ttl {
-			ttl = d
-		}
-	}
-	// Addresses the server put in the additional section save a query.
-	extra := map[string][]string{}
+	// Addresses the server put in the additional section save a query; they
+	// count with their own TTLs.
+	extra := map[string]*hostAddrs{}
 	for _, rr := range msg.Extra {
+		var addr string
 		switch r := rr.(type) {
 		case *mdns.A:
-			extra[strings.ToLower(r.Hdr.Name)] = append(extra[strings.ToLower(r.Hdr.Name)], r.A.String())
+			addr = r.A.String()
 		case *mdns.AAAA:
-			extra[strings.ToLower(r.Hdr.Name)] = append(extra[strings.ToLower(r.Hdr.Name)], r.AAAA.String())
+			addr = r.AAAA.String()
+		default:
+			continue
 		}
+		host := strings.ToLower(rr.Header().Name)
+		h := extra[host]
+		if h == nil {
+			h = &hostAddrs{}
+			extra[host] = h
+		}
+		h.addrs = append(h.addrs, addr)
+		h.ttl.note(rr)
 	}
-	var eps []*core.Endpoint
+	type record struct {
+		id, host string
+		r        *mdns.SRV
+	}
+	var recs []record
 	seen := map[string]bool{}
+	hosts := map[string]*hostAddrs{}
+	var ask []string // hosts to query, in answer order
 	for _, rr := range msg.Answer {
 		r, ok := rr.(*mdns.SRV)
 		if !ok || r.Target == "." { // "." means: the service is decidedly not available here
 			continue
 		}
-		note(r.Hdr)
 		host := strings.ToLower(r.Target)
 		id := net.JoinHostPort(strings.TrimSuffix(host, "."), strconv.Itoa(int(r.Port)))
 		if seen[id] {
 			continue
 		}
 		seen[id] = true
-		addrs, hostTTL, err := s.addresses(ctx, host)
-		if err != nil {
-			return core.Set{}, 0, fmt.Errorf("dns: SRV %s: target %s: %w", name, host, err)
+		recs = append(recs, record{id: id, host: host, r: r})
+		if hosts[host] == nil {
+			if h := extra[host]; h != nil {
+				sortAddrs(h.addrs)
+				hosts[host] = h
+			} else {
+				hosts[host] = &hostAddrs{}
+				ask = append(ask, host)
+			}
 		}
-		if len(addrs) == 0 {
-			addrs = extra[host]
-		}
-		if len(addrs) == 0 {
+	}
+	if err := s.lookupAll(ctx, ask, hosts); err != nil {
+		return core.Set{}, 0, fmt.Errorf("dns: SRV %s: %w", name, err)
+	}
+	var eps []*core.Endpoint
+	for _, rec := range recs {
+		h := hosts[rec.host]
+		if len(h.addrs) == 0 {
 			continue // a target without addresses cannot be reached
 		}
-		if hostTTL < ttl || ttl < 0 {
-			ttl = hostTTL
-		}
+		ttl.min(h.ttl)
+		r := rec.r
 		eps = append(eps, &core.Endpoint{
-			ID: id, Name: strings.TrimSuffix(host, "."), Addresses: addrs, Port: r.Port, Weight: uint32(r.Weight),
+			ID: rec.id, Name: strings.TrimSuffix(rec.host, "."), Addresses: h.addrs, Port: r.Port,
+			Weight: uint32(r.Weight), Priority: uint32(r.Priority),
 			Labels: map[string]string{"dns.priority": strconv.Itoa(int(r.Priority)), "dns.weight": strconv.Itoa(int(r.Weight))},
 		})
 	}
-	if ttl < 0 {
-		ttl = s.negativeTTL(msg)
+	if !ttl.set {
+		return core.Set{}, s.negativeTTL(msg), nil // no such name, or no SRV records
 	}
 	set, err := core.NewSet(eps...)
-	return set, ttl, err
+	return set, ttl.d, err
+}
+
+// hostAddrs is one host's addresses and the smallest TTL of the records
+// that gave them.
+type hostAddrs struct {
+	addrs []string
+	ttl   minTTL
+}
+
+// lookupAll asks for the addresses of every host in names, at most
+// WithConcurrency at a time, filling hosts; the first error ends it.
+func (s *Source) lookupAll(ctx context.Context, names []string, hosts map[string]*hostAddrs) error {
+	if len(names) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, s.opts.concurrency)
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, host := range names {
+		h := hosts[host]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			addrs, ttl, err := s.addresses(ctx, host)
+			if err != nil {
+				errs[i] = fmt.Errorf("target %s: %w", host, err)
+				cancel()
+				return
+			}
+			h.addrs, h.ttl = addrs, ttl
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// minTTL is the smallest TTL seen.
+type minTTL struct {
+	d   time.Duration
+	set bool
+}
+
+func (m *minTTL) note(rr mdns.RR) {
+	m.add(time.Duration(rr.Header().Ttl) * time.Second)
+}
+
+func (m *minTTL) add(d time.Duration) {
+	if !m.set || d < m.d {
+		m.d, m.set = d, true
+	}
+}
+
+func (m *minTTL) min(o minTTL) {
+	if o.set {
+		m.add(o.d)
+	}
+}
+
+func sortAddrs(addrs []string) {
+	slices.SortFunc(addrs, func(a, b string) int {
+		if v6a, v6b := strings.Contains(a, ":"), strings.Contains(b, ":"); v6a != v6b {
+			if v6a {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a, b)
+	})
 }
 
 // dualStackHost reports whether addrs (IPv4 first, as addresses returns
@@ -314,56 +432,71 @@ func dualStackHost(addrs []string) bool {
 }
 
 // addresses returns a name's IPv4 then IPv6 addresses (sorted within each
-// family) and the smallest TTL; none (and the negative TTL) if the name
-// has none.
-func (s *Source) addresses(ctx context.Context, name string) ([]string, time.Duration, error) {
+// family) and the smallest TTL of every record that gave them, CNAMEs of
+// the chain included, and of a family's negative answer (RFC 2308) when the
+// other family has addresses; none, and the negative TTL, if the name has
+// no address.
+func (s *Source) addresses(ctx context.Context, name string) ([]string, minTTL, error) {
 	var v4, v6 []string
-	ttl := time.Duration(-1)
+	var ttl, negTTL minTTL
 	var neg *mdns.Msg
 	for _, qt := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
 		msg, err := s.query(ctx, name, qt)
 		if err != nil {
-			return nil, 0, err
+			return nil, minTTL{}, err
 		}
-		if len(msg.Answer) == 0 {
-			if neg == nil {
-				neg = msg
-			}
-			continue
-		}
+		found := false
 		for _, rr := range msg.Answer {
 			switch r := rr.(type) {
 			case *mdns.A:
 				v4 = append(v4, r.A.String())
+				found = true
 			case *mdns.AAAA:
 				v6 = append(v6, r.AAAA.String())
+				found = true
+			case *mdns.CNAME, *mdns.DNAME:
 			default:
 				continue
 			}
-			if d := time.Duration(rr.Header().Ttl) * time.Second; ttl < 0 || d < ttl {
-				ttl = d
+			ttl.note(rr) // the addresses, and every alias on the way to them
+		}
+		if !found {
+			if neg == nil {
+				neg = msg
+			}
+			if d, ok := soaTTL(msg); ok { // an answer without a SOA is not to be cached (RFC 2308)
+				negTTL.add(d)
 			}
 		}
 	}
 	slices.Sort(v4)
 	slices.Sort(v6)
-	if ttl < 0 {
-		ttl = s.negativeTTL(neg)
+	if len(v4)+len(v6) == 0 {
+		return nil, minTTL{d: s.negativeTTL(neg), set: true}, nil
 	}
+	ttl.min(negTTL) // a family that has none now may have some after its negative TTL
 	return slices.Compact(append(v4, v6...)), ttl, nil
 }
 
 // negativeTTL is how long "no such records" may be cached: the SOA
 // minimum of the authority section (RFC 2308), else the floor.
 func (s *Source) negativeTTL(msg *mdns.Msg) time.Duration {
+	if d, ok := soaTTL(msg); ok {
+		return d
+	}
+	return s.opts.floor
+}
+
+// soaTTL is the negative TTL a negative answer carries in its SOA, if any.
+func soaTTL(msg *mdns.Msg) (time.Duration, bool) {
 	if msg != nil {
 		for _, rr := range msg.Ns {
 			if soa, ok := rr.(*mdns.SOA); ok {
-				return time.Duration(min(soa.Minttl, soa.Hdr.Ttl)) * time.Second
+				return time.Duration(min(soa.Minttl, soa.Hdr.Ttl)) * time.Second, true
 			}
 		}
 	}
-	return s.opts.floor
+	return 0, false
 }
 
 // query asks the servers in turn for name's records of type qt. It returns
@@ -375,6 +508,7 @@ func (s *Source) query(ctx context.Context, name string, qt uint16) (*mdns.Msg, 
 	q := new(mdns.Msg)
 	q.SetQuestion(name, qt)
 	q.RecursionDesired = true
+	q.SetEdns0(4096, false) // answers up to 4 KB over UDP; larger ones come truncated and are asked over TCP
 	var errs []error
 	for _, server := range s.opts.servers {
 		msg, err := s.exchange(ctx, q, server, "udp")
@@ -399,7 +533,7 @@ func (s *Source) query(ctx context.Context, name string, qt uint16) (*mdns.Msg, 
 }
 
 func (s *Source) exchange(ctx context.Context, q *mdns.Msg, server, network string) (*mdns.Msg, error) {
-	c := &mdns.Client{Net: network, Timeout: s.opts.timeout}
+	c := &mdns.Client{Net: network, Timeout: s.opts.timeout, UDPSize: 4096}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.timeout)
 	defer cancel()
 	msg, _, err := c.ExchangeContext(ctx, q, server)

@@ -83,7 +83,10 @@ func endpointsOf(s core.Set) []string {
 	for e := range s.All() {
 		line := fmt.Sprintf("%s %s %d", e.ID, strings.Join(e.Addresses, ","), e.Port)
 		if p, ok := e.Labels["dns.priority"]; ok {
-			line += fmt.Sprintf(" w%d p%s", e.Weight, p)
+			if p != fmt.Sprint(e.Priority) {
+				line += " priority label " + p + " but field " + fmt.Sprint(e.Priority)
+			}
+			line += fmt.Sprintf(" w%d p%d", e.Weight, e.Priority)
 		}
 		out = append(out, line)
 	}
@@ -111,7 +114,7 @@ func newSource(t *testing.T, srv *dnstest.Server, opts ...dns.Option) *dns.Sourc
 
 // sourceAt returns a source asking addr, with short timeouts and backoff so
 // tests run fast.
-func sourceAt(t *testing.T, addr string, opts ...dns.Option) *dns.Source {
+func sourceAt(t testing.TB, addr string, opts ...dns.Option) *dns.Source {
 	t.Helper()
 	base := []dns.Option{dns.WithServer(addr), dns.WithTTLBounds(50*time.Millisecond, 10*time.Second),
 		dns.WithTimeout(200 * time.Millisecond), dns.WithBackoff(20*time.Millisecond, 200*time.Millisecond)}

@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -62,6 +63,20 @@ type SRV struct {
 	Weight   uint16
 }
 
+// HostRecord is a name's A and AAAA records with a TTL of their own
+// (dnsmasq's --host-record).
+type HostRecord struct {
+	Addrs []string
+	TTL   uint32
+}
+
+// CNAME is an alias's target with the CNAME record's own TTL (dnsmasq's
+// --cname; the target must be a name dnsmasq knows).
+type CNAME struct {
+	Target string
+	TTL    uint32
+}
+
 // Config configures a server.
 type Config struct {
 	// Domain the server answers for (default "disco.test").
@@ -81,7 +96,9 @@ type Server struct {
 
 	mu     sync.Mutex
 	hosts  map[string][]string // name (FQDN, lower case) → addresses
-	srvs   map[string][]SRV    // name (FQDN) → records
+	recs   map[string]HostRecord // name (FQDN) → host record with its own TTL
+	cnames map[string]CNAME      // alias (FQDN) → its target
+	srvs   map[string][]SRV      // name (FQDN) → records
 	cmd    *exec.Cmd
 	done   chan struct{}
 	paused bool
@@ -118,7 +135,7 @@ func Start(tb testing.TB, cfg Config) *Server {
 		tb.Skip(err)
 	}
 	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), domain: "disco.test", ttl: 1,
-		hosts: map[string][]string{}, srvs: map[string][]SRV{}}
+		hosts: map[string][]string{}, srvs: map[string][]SRV{}, recs: map[string]HostRecord{}, cnames: map[string]CNAME{}}
 	if cfg.Domain != "" {
 		s.domain = strings.TrimSuffix(strings.ToLower(cfg.Domain), ".")
 	}
@@ -197,6 +214,54 @@ func (s *Server) SetSRV(name string, recs ...SRV) {
 	s.waitSRV(fq, recs)
 }
 
+// SetHostRecord gives name exactly addrs, with a TTL of their own
+// (--host-record; none: removed), restarting dnsmasq, and returns once it
+// answers so.
+func (s *Server) SetHostRecord(name string, ttl uint32, addrs ...string) {
+	s.tb.Helper()
+	fq := mdns.Fqdn(strings.ToLower(name))
+	s.mu.Lock()
+	if len(addrs) == 0 {
+		delete(s.recs, fq)
+	} else {
+		s.recs[fq] = HostRecord{Addrs: slices.Clone(addrs), TTL: ttl}
+	}
+	s.mu.Unlock()
+	s.Restart()
+	s.waitHosts(fq, addrs)
+}
+
+// SetCNAME points alias at target with a CNAME of TTL ttl (empty target:
+// removed), restarting dnsmasq, and returns once it answers so.
+func (s *Server) SetCNAME(alias, target string, ttl uint32) {
+	s.tb.Helper()
+	fq := mdns.Fqdn(strings.ToLower(alias))
+	s.mu.Lock()
+	if target == "" {
+		delete(s.cnames, fq)
+	} else {
+		s.cnames[fq] = CNAME{Target: mdns.Fqdn(strings.ToLower(target)), TTL: ttl}
+	}
+	s.mu.Unlock()
+	s.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		m, err := s.ask(fq, mdns.TypeA)
+		if err == nil {
+			for _, rr := range m.Answer {
+				if c, ok := rr.(*mdns.CNAME); ok && strings.EqualFold(c.Target, mdns.Fqdn(target)) {
+					return
+				}
+			}
+			if target == "" && len(m.Answer) == 0 {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.tb.Fatalf("dnstest: %s is not a CNAME of %s", fq, target)
+}
+
 // Restart stops dnsmasq and starts it again on the same port with the
 // current records. Queries in between fail (connection refused).
 func (s *Server) Restart() {
@@ -272,6 +337,30 @@ func (s *Server) start() error {
 		"--local-ttl=" + strconv.Itoa(int(s.ttl)), "--cache-size=0",
 	}
 	s.mu.Lock()
+	for _, n := range slices.Sorted(maps.Keys(s.recs)) {
+		r := s.recs[n]
+		var v4, v6 []string
+		for _, a := range r.Addrs {
+			if strings.Contains(a, ":") {
+				v6 = append(v6, a)
+			} else {
+				v4 = append(v4, a)
+			}
+		}
+		for i := range max(len(v4), len(v6)) { // one address of each family per option
+			at := func(l []string) string {
+				if i < len(l) {
+					return l[i]
+				}
+				return ""
+			}
+			args = append(args, fmt.Sprintf("--host-record=%s,%s,%s,%d", strings.TrimSuffix(n, "."), at(v4), at(v6), r.TTL))
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.cnames)) {
+		c := s.cnames[n]
+		args = append(args, fmt.Sprintf("--cname=%s,%s,%d", strings.TrimSuffix(n, "."), strings.TrimSuffix(c.Target, "."), c.TTL))
+	}
 	names := make([]string, 0, len(s.srvs))
 	for n := range s.srvs {
 		names = append(names, n)
