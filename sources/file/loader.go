@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"io"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -27,6 +29,33 @@ type fileState struct {
 	bad  time.Time                  // since when err holds
 	rep  bool                       // err is reported: past grace, or the file never parsed
 	gone time.Time                  // since when the file is missing; zero: it is there
+	// provisional: good was read while the file was still changing (it
+	// kept changing for longer than WithMaxSettle): published stale until
+	// a read of the quiet file.
+	provisional bool
+}
+
+// probe is what the run goroutine knows of a file between reads, to tell
+// whether it is quiet: unchanged (size, time, identity) for the settle
+// time, by this process's clock.
+type probe struct {
+	key   statKey
+	since time.Time // when key was first seen
+	busy  time.Time // since when the file keeps changing; zero: quiet
+}
+
+type statKey struct {
+	size     int64
+	mod      time.Time
+	dev, ino uint64
+}
+
+func keyOf(fi os.FileInfo) statKey {
+	k := statKey{size: fi.Size(), mod: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		k.dev, k.ino = uint64(st.Dev), uint64(st.Ino)
+	}
+	return k
 }
 
 // reported is the error the file's targets carry, nil while within grace.
@@ -44,16 +73,27 @@ type loader struct {
 	s   *Source
 	log *zap.Logger
 
+	// Owned by the run goroutine.
+	probes    map[string]*probe    // per file, to tell whether it is quiet
+	events    map[string]time.Time // per path, the last file-system event on it
+	allEvent  time.Time            // the last event on every file at once (a ConfigMap's ..data swap)
+	trustFrom time.Time            // events before this may have been lost
+	notifying bool                 // events arrive
+
 	mu      sync.Mutex
 	files   map[string]*fileState
 	order   []string // paths, sorted
 	missing bool     // the source's one file does not exist
-	version uint64   // 0 until the first read; +1 on every change
+	listErr error    // the directory cannot be listed
+	listBad time.Time
+	listRep bool // listErr is reported (past grace): every target is stale
+	version uint64 // 0 until the first read; +1 on every change
 	ch      chan struct{}
 }
 
 func newLoader(s *Source) *loader {
-	return &loader{s: s, log: s.opts.log.With(zap.String("path", s.path)), files: map[string]*fileState{}, ch: make(chan struct{})}
+	return &loader{s: s, log: s.opts.log.With(zap.String("path", s.path)), files: map[string]*fileState{},
+		probes: map[string]*probe{}, events: map[string]time.Time{}, ch: make(chan struct{})}
 }
 
 // changed returns a channel closed at the next change, and the version now.
@@ -76,6 +116,7 @@ func (l *loader) run(ctx context.Context) {
 			}
 			if err = w.Add(dir); err == nil {
 				events, errs = w.Events, w.Errors
+				l.notifying, l.trustFrom = true, time.Now()
 				defer w.Close()
 			} else {
 				w.Close()
@@ -114,6 +155,11 @@ func (l *loader) run(ctx context.Context) {
 				continue
 			}
 			now := time.Now()
+			if strings.HasPrefix(filepath.Base(ev.Name), "..") {
+				l.allEvent = now
+			} else {
+				l.events[ev.Name] = now
+			}
 			if burst.IsZero() {
 				burst = now
 			}
@@ -127,6 +173,7 @@ func (l *loader) run(ctx context.Context) {
 				continue
 			}
 			l.log.Warn("file: file-system events lost; reading again", zap.Error(err))
+			l.trustFrom = time.Now()
 		case <-settle.C:
 		case <-tick.C:
 		case <-due.C:
@@ -176,41 +223,127 @@ func (l *loader) candidates() ([]string, error) {
 // (zero: no need).
 func (l *loader) read() time.Time {
 	now := time.Now()
-	grace := l.s.opts.grace
-	paths, err := l.candidates()
-	if err != nil {
-		l.log.Warn("file: cannot list the directory; keeping what was read", zap.Error(err))
-		return now.Add(l.s.opts.settle * 10)
-	}
-	type result struct {
-		data    []byte
-		missing bool
-		err     error
-	}
-	results := make(map[string]result, len(paths))
-	for _, p := range paths {
-		data, err := readWhole(p)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			results[p] = result{missing: true}
-		case errors.Is(err, errChanging):
-			// Being written: the event that ends the write reads it.
-			results[p] = result{data: nil, err: err}
-		case err != nil:
-			results[p] = result{err: fmt.Errorf("file: %s: %v: %w", p, err, core.ErrUnavailable)}
-		default:
-			results[p] = result{data: data}
-		}
-	}
-
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	changed := l.version == 0
+	o := l.s.opts
+	grace := o.grace
 	var next time.Time
 	soonest := func(at time.Time) { // read again at at, or earlier
 		if next.IsZero() || at.Before(next) {
 			next = at
 		}
+	}
+	paths, err := l.candidates()
+	if err != nil {
+		return l.listFailed(now, err)
+	}
+	type result struct {
+		data    []byte
+		missing bool
+		err     error
+		busy    bool // still changing: nothing to conclude yet
+		forced  bool // read while still changing (for longer than WithMaxSettle)
+	}
+	listed := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		listed[p] = true
+	}
+	for p := range l.events { // forget what no longer matters
+		if !listed[p] {
+			delete(l.events, p)
+		}
+	}
+	for p := range l.probes {
+		if !listed[p] {
+			delete(l.probes, p)
+		}
+	}
+	results := make(map[string]result, len(paths))
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			results[p] = result{missing: true}
+			delete(l.probes, p)
+			continue
+		case err != nil:
+			results[p] = result{err: fmt.Errorf("file: %s: %v: %w", p, err, core.ErrUnavailable)}
+			continue
+		case fi.IsDir():
+			results[p] = result{err: fmt.Errorf("file: %s: is a directory: %w", p, core.ErrInvalid)}
+			continue
+		}
+		pr := l.probes[p]
+		if pr == nil {
+			pr = &probe{}
+			l.probes[p] = pr
+		}
+		if key := keyOf(fi); pr.since.IsZero() || key != pr.key {
+			if pr.busy.IsZero() {
+				pr.busy = now
+			}
+			pr.key, pr.since = key, now
+		}
+		// Quiet: unchanged for the settle time by this process's clock; or,
+		// with file-system events, no event on it for the settle time
+		// since before this version was seen (every write would have
+		// sent one).
+		quiet := now.Sub(pr.since) >= o.settle
+		if last := l.lastEvent(p); !quiet && !last.IsZero() && last.After(l.trustFrom) && now.Sub(last) >= o.settle {
+			quiet = true
+		}
+		if !quiet && now.Sub(pr.busy) < o.maxSettle {
+			results[p] = result{busy: true}
+			soonest(pr.since.Add(o.settle))
+			continue
+		}
+		if fi.Size() > o.maxSize {
+			results[p] = result{err: &ParseError{Path: p, Reason: fmt.Sprintf("%d bytes, over the limit of %d (WithMaxSize)", fi.Size(), o.maxSize)}}
+			pr.busy = time.Time{}
+			continue
+		}
+		data, err := readWhole(p, o.maxSize)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			results[p] = result{missing: true}
+			delete(l.probes, p)
+			continue
+		case errors.Is(err, errChanging):
+			// Changed while read: not quiet after all.
+			pr.since = now
+			results[p] = result{busy: true}
+			soonest(now.Add(o.settle))
+			continue
+		case err != nil:
+			results[p] = result{err: fmt.Errorf("file: %s: %v: %w", p, err, core.ErrUnavailable)}
+			continue
+		}
+		if quiet {
+			pr.busy = time.Time{}
+			results[p] = result{data: data}
+			continue
+		}
+		// It kept changing for longer than the bound: what was read is
+		// published, stale, and read again once the file is quiet.
+		l.log.Warn("file: still being written; read anyway, published stale", zap.String("file", p),
+			zap.Duration("changing_for", now.Sub(pr.busy)))
+		pr.busy = now
+		results[p] = result{data: data, forced: true}
+		soonest(pr.since.Add(o.settle))
+	}
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.version == 0 {
+		for _, r := range results {
+			if r.busy {
+				return next // nothing is published before every file was read once
+			}
+		}
+	}
+	changed := l.version == 0
+	if l.listErr != nil {
+		l.log.Info("file: the directory can be listed again")
+		changed = changed || l.listRep
+		l.listErr, l.listRep = nil, false
 	}
 	// Files no longer listed are missing.
 	for p := range l.files {
@@ -220,8 +353,7 @@ func (l *loader) read() time.Time {
 	}
 	missingOne := false
 	for p, r := range results {
-		if errors.Is(r.err, errChanging) {
-			soonest(now.Add(l.s.opts.settle))
+		if r.busy {
 			continue
 		}
 		f := l.files[p]
@@ -254,15 +386,18 @@ func (l *loader) read() time.Time {
 			l.files[p] = f
 		}
 		f.gone = time.Time{}
+		if !r.forced && f.provisional && r.err == nil && bytes.Equal(r.data, f.data) {
+			f.provisional, changed = false, true // the quiet file is what was read while it changed
+		}
 		if r.err != nil || f.data == nil || !bytes.Equal(r.data, f.data) {
 			var defs map[core.Target]definition
 			perr := r.err
 			if perr == nil {
-				defs, perr = parse(p, r.data)
+				defs, perr = parse(p, r.data, l.s.opts.parse)
 			}
 			f.data = r.data
 			if perr == nil {
-				f.good, f.err, f.rep, f.bad = defs, nil, false, time.Time{}
+				f.good, f.err, f.rep, f.bad, f.provisional = defs, nil, false, time.Time{}, r.forced
 				changed = true
 				continue
 			}
@@ -299,13 +434,54 @@ func (l *loader) read() time.Time {
 	return next
 }
 
+// lastEvent is the time of the last file-system event that may have
+// changed path (zero: none seen).
+func (l *loader) lastEvent(path string) time.Time {
+	if !l.notifying {
+		return time.Time{}
+	}
+	t := l.events[path]
+	if l.allEvent.After(t) {
+		t = l.allEvent
+	}
+	return t
+}
+
+// listFailed records that the directory cannot be listed: what was read
+// stays, and once the grace period has passed every target is stale with
+// the reason.
+func (l *loader) listFailed(now time.Time, err error) time.Time {
+	err = fmt.Errorf("file: cannot list %s: %v: %w", l.s.path, err, core.ErrUnavailable)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.listErr == nil {
+		l.listBad = now
+		l.log.Warn("file: cannot list the directory; keeping what was read", zap.Error(err))
+	}
+	changed := l.listRep && l.listErr.Error() != err.Error()
+	l.listErr = err
+	if !l.listRep && now.Sub(l.listBad) >= l.s.opts.grace {
+		l.listRep, changed = true, true
+	}
+	if changed || l.version == 0 {
+		l.version++
+		close(l.ch)
+		l.ch = make(chan struct{})
+	}
+	next := now.Add(l.s.opts.settle * 10)
+	if at := l.listBad.Add(l.s.opts.grace); !l.listRep && at.Before(next) {
+		next = at
+	}
+	return next
+}
+
 // errChanging means a file changed while it was read.
 var errChanging = errors.New("changed while read")
 
 // readWhole reads a file, following links, and makes sure it did not
 // change meanwhile: same size and modification time before and after, and
 // as many bytes as the size.
-func readWhole(path string) ([]byte, error) {
+func readWhole(path string, limit int64) ([]byte, error) {
 	before, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -313,7 +489,12 @@ func readWhole(path string) ([]byte, error) {
 	if before.IsDir() {
 		return nil, errors.New("is a directory")
 	}
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	f.Close()
 	if err != nil {
 		return nil, err
 	}

@@ -48,7 +48,7 @@ type definition struct {
 // *ParseError (wrapping core.ErrInvalid) says what is wrong and on which
 // line; nothing of a file with an error is used.
 func Parse(path string, data []byte) (map[core.Target]core.Set, error) {
-	defs, err := parse(path, data)
+	defs, err := parse(path, data, parseOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,12 @@ func Parse(path string, data []byte) (map[core.Target]core.Set, error) {
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
 
-func parse(path string, data []byte) (map[core.Target]definition, error) {
+// parseOptions are the Source's options that change what a file means.
+type parseOptions struct {
+	defaultPort uint16 // of a file_sd target without a port
+}
+
+func parse(path string, data []byte, opts parseOptions) (map[core.Target]definition, error) {
 	bad := func(line int, format string, args ...any) error {
 		return &ParseError{Path: path, Line: line, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -88,7 +93,8 @@ func parse(path string, data []byte) (map[core.Target]definition, error) {
 		msg := err.Error()
 		if m := yamlLine.FindStringSubmatch(msg); m != nil {
 			n, _ := strconv.Atoi(m[1])
-			return nil, bad(n, "YAML: %s", strings.TrimPrefix(msg, m[0]))
+			problem := strings.TrimPrefix(msg, m[0])
+			return nil, bad(problemLine(data, n, problem), "YAML: %s", problem)
 		}
 		return nil, bad(0, "YAML: %s", strings.TrimPrefix(msg, "yaml: "))
 	}
@@ -96,7 +102,7 @@ func parse(path string, data []byte) (map[core.Target]definition, error) {
 		return nil, bad(0, "empty file (write `targets: []` for no targets)")
 	}
 	root := deref(doc.Content[0])
-	p := &parser{path: path, bad: bad, defs: map[core.Target]definition{}}
+	p := &parser{path: path, bad: bad, defs: map[core.Target]definition{}, opts: opts}
 	switch root.Kind {
 	case yaml.SequenceNode:
 		return p.fileSD(root)
@@ -145,6 +151,45 @@ type parser struct {
 	path string
 	bad  func(line int, format string, args ...any) error
 	defs map[core.Target]definition
+	opts parseOptions
+}
+
+// problemLine finds the line a YAML error is on. yaml.v3 reports the line
+// where the enclosing block starts (a bad indent on line 904 of a file
+// reads "line 1"): the error is on the first line from there whose prefix
+// of the file, cut after it, fails the same way. Found by bisection
+// (O(log n) parses); reported is kept if the search does not confirm it.
+func problemLine(data []byte, reported int, problem string) int {
+	ends := []int{} // offset after each line
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	fails := func(k int) bool { // the first k lines fail with problem
+		var n yaml.Node
+		err := yaml.Unmarshal(data[:ends[k-1]], &n)
+		return err != nil && strings.HasSuffix(err.Error(), ": "+problem)
+	}
+	lo, hi := max(reported, 1), len(ends)
+	if lo > hi || !fails(hi) {
+		return reported
+	}
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if lo > max(reported, 1) && fails(lo-1) {
+		return reported // not monotonic: do not guess
+	}
+	return lo
 }
 
 // fields returns a mapping's keys and values, refusing keys not in known.
@@ -282,7 +327,7 @@ func (p *parser) fileSD(root *yaml.Node) (map[core.Target]definition, error) {
 		}
 		tn, ok := f["targets"]
 		if !ok {
-			return nil, p.bad(g.Line, "%s: no \"targets\" list", what)
+			continue // a group without targets adds none, as in Prometheus
 		}
 		list, err := p.list(tn, what+".targets")
 		if err != nil {
@@ -292,26 +337,60 @@ func (p *parser) fileSD(root *yaml.Node) (map[core.Target]definition, error) {
 			items = append(items, item{n, labels})
 		}
 	}
-	nodes := make([]*yaml.Node, len(items))
-	for i, it := range items {
-		nodes[i] = it.n
-	}
-	if err := p.define(t, root.Line, nodes, func(j int, n *yaml.Node) (*core.Endpoint, error) {
+	// A target listed in two groups is one backend: the first group's
+	// labels win (Prometheus scrapes it twice, with each group's labels;
+	// a balancer must not send it twice the traffic).
+	var nodes []*yaml.Node
+	var eps []*core.Endpoint
+	seen := map[string]bool{}
+	for j, it := range items {
+		n := it.n
 		if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-			return nil, p.bad(n.Line, "file_sd target %d: want \"host:port\", found %s", j, kind(n))
+			return nil, p.bad(n.Line, "file_sd target %d: want \"host\" or \"host:port\", found %s", j, kind(n))
 		}
-		e, err := hostPort(n.Value)
+		e, err := fileSDTarget(n.Value, p.opts.defaultPort)
 		if err != nil {
 			return nil, p.bad(n.Line, "file_sd target %q: %v", n.Value, err)
 		}
-		if l := items[j].labels; len(l) > 0 {
-			e.Labels = maps.Clone(l)
+		if seen[e.ID] {
+			continue
 		}
-		return e, nil
-	}); err != nil {
+		seen[e.ID] = true
+		if len(it.labels) > 0 {
+			e.Labels = maps.Clone(it.labels)
+		}
+		nodes = append(nodes, n)
+		eps = append(eps, e)
+	}
+	if err := p.define(t, root.Line, nodes, func(j int, _ *yaml.Node) (*core.Endpoint, error) { return eps[j], nil }); err != nil {
 		return nil, err
 	}
 	return p.defs, nil
+}
+
+// fileSDTarget reads a Prometheus target: "host:port", "[v6]:port", or a
+// host without a port, which takes defaultPort (0: none). Its ID is the
+// target as written, as Prometheus' __address__ is.
+func fileSDTarget(s string, defaultPort uint16) (*core.Endpoint, error) {
+	if host, port, err := net.SplitHostPort(s); err == nil {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("port %q: want a number from 1 to 65535", port)
+		}
+		if host == "" {
+			return nil, errors.New("no host")
+		}
+		return &core.Endpoint{ID: s, Addresses: []string{host}, Port: uint16(n)}, nil
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+	if host == "" || strings.ContainsAny(host, " /") || (strings.Contains(host, ":") && net.ParseIP(host) == nil) {
+		return nil, errors.New("want host or host:port")
+	}
+	e := &core.Endpoint{ID: s, Addresses: []string{host}, Port: defaultPort}
+	if defaultPort != 0 {
+		e.ID = net.JoinHostPort(host, strconv.Itoa(int(defaultPort)))
+	}
+	return e, nil
 }
 
 // define builds t's set from nodes, each endpoint checked on its own line,

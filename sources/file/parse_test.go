@@ -98,7 +98,18 @@ targets:
 	}
 }
 
-// Every error names the file and the line, and says what is wrong.
+// longFile is a valid disco file of n+3 lines ending in an endpoint list.
+func longFile(n int) string {
+	var b strings.Builder
+	b.WriteString("targets:\n  - target: greeter\n    endpoints:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "      - 10.%d.%d.%d:80\n", i/62500, i/250%250, i%250+1)
+	}
+	return b.String()
+}
+
+// Every error names the file and the line, and says what is wrong (the
+// line the error is on, not where yaml.v3 says its enclosing block starts).
 func TestParseErrorsNameFileLineAndReason(t *testing.T) {
 	for _, tc := range []struct {
 		name, path, data string
@@ -106,7 +117,11 @@ func TestParseErrorsNameFileLineAndReason(t *testing.T) {
 		reason           string
 	}{
 		{"empty", "e.yaml", "  \n", 0, "empty file"},
-		{"YAML syntax", "e.yaml", "targets:\n  - target: a\n    endpoints: [10.0.0.1:80\n", 2, "YAML"},
+		{"YAML syntax", "e.yaml", "targets:\n  - target: a\n    endpoints: [10.0.0.1:80\n", 3, "YAML"},
+		{"YAML bad indent on line 5", "e.yaml", "targets:\n  - target: greeter\n    endpoints:\n      - 10.0.0.1:80\n     - 10.0.0.2:80\n", 5, "YAML"},
+		{"YAML field out of place on line 6", "e.yaml", "targets:\n  - target: greeter\n    endpoints:\n      - 10.0.0.1:80\n      - 10.0.0.2:80\n  bad: x\n", 6, "YAML"},
+		{"YAML bad indent on the last line of 904", "e.yaml", longFile(900) + "     - 10.9.9.9:80\n", 904, "YAML"},
+		{"YAML tab", "e.yaml", "targets:\n\t- target: greeter\n", 2, "YAML"},
 		{"JSON syntax", "e.json", "{\n  \"targets\": [\n    {\"target\": \"a\",}\n  ]\n}\n", 3, "JSON"},
 		{"truncated JSON", "e.json", "{\n  \"targets\": [\n    {\"target\": \"a\"", 3, "JSON"},
 		{"top level", "e.yaml", "hello\n", 1, "want a mapping"},
@@ -123,7 +138,8 @@ func TestParseErrorsNameFileLineAndReason(t *testing.T) {
 		{"no address", "e.yaml", "targets:\n  - target: a\n    endpoints:\n      - port: 80\n", 4, "no address"},
 		{"duplicate endpoint", "e.yaml", "targets:\n  - target: a\n    endpoints:\n      - 10.0.0.1:80\n      - 10.0.0.1:80\n", 5, "given twice (also line 4)"},
 		{"file_sd group", "g.json", "[\n  {\"targets\": [\"10.0.0.1:80\"], \"label\": {}}\n]", 2, `unknown field "label"`},
-		{"file_sd target", "g.json", "[\n  {\"targets\": [\n    \"10.0.0.1\"\n  ]}\n]", 3, "want host:port"},
+		{"file_sd target", "g.json", "[\n  {\"targets\": [\n    \"10.0.0.1:http\"\n  ]}\n]", 3, "from 1 to 65535"},
+		{"file_sd target not a host", "g.json", "[\n  {\"targets\": [\n    \"a b\"\n  ]}\n]", 3, "want host or host:port"},
 		{"file_sd label", "g.yaml", "- targets: ['10.0.0.1:80']\n  labels:\n    a: [1]\n", 3, "want a string"},
 		{"file_sd name", "a..b.json", "[]", 0, "file's name"},
 	} {

@@ -19,11 +19,14 @@ import (
 type Option func(*options)
 
 type options struct {
-	interval time.Duration
-	settle   time.Duration
-	grace    time.Duration
-	notify   bool
-	log      *zap.Logger
+	interval  time.Duration
+	settle    time.Duration
+	maxSettle time.Duration
+	grace     time.Duration
+	maxSize   int64
+	notify    bool
+	parse     parseOptions
+	log       *zap.Logger
 }
 
 // WithInterval sets how often every file is read again whatever the
@@ -37,16 +40,48 @@ func WithInterval(d time.Duration) Option {
 	}
 }
 
-// WithSettle sets how long the source waits after the last file-system
-// event of a burst before it reads (default 10ms, at most 5 times that
-// while events keep coming): a writer's truncate and write, or an
-// editor's rename and create, are read as one change.
+// WithSettle sets how long a file must be quiet (its size, modification
+// time and identity unchanged, by this process's clock) before it is read
+// (default 10ms): a writer's truncate and writes, or an editor's rename
+// and create, are read as one change, and a file still being written is
+// not read as if it were whole.
 func WithSettle(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {
 			o.settle = d
 		}
 	}
+}
+
+// WithMaxSettle bounds how long the source waits for a file that keeps
+// changing to be quiet (default 1s): after that it reads it anyway, and
+// publishes what it read stale ("still being written"), never fresh; it
+// reads it again once the file is quiet.
+func WithMaxSettle(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.maxSettle = d
+		}
+	}
+}
+
+// WithMaxSize bounds the size of a file (default 16 MiB, about 500,000
+// endpoints in the short form): a larger file is an error naming it and the
+// limit, and its targets keep their last good endpoints, stale.
+func WithMaxSize(bytes int64) Option {
+	return func(o *options) {
+		if bytes > 0 {
+			o.maxSize = bytes
+		}
+	}
+}
+
+// WithDefaultPort sets the port of a Prometheus file_sd target given
+// without one ("my.domain"), as Prometheus' scheme default does (default
+// 0: such an endpoint has no port, and a gRPC client dials its host on
+// port 443).
+func WithDefaultPort(port uint16) Option {
+	return func(o *options) { o.parse.defaultPort = port }
 }
 
 // WithGrace sets how long a file that was good may be missing or fail to
@@ -98,7 +133,8 @@ var _ core.Source = (*Source)(nil)
 // are read through their symbolic links). path must exist. New starts
 // nothing.
 func New(path string, opts ...Option) (*Source, error) {
-	o := options{interval: 10 * time.Second, settle: 10 * time.Millisecond, grace: 250 * time.Millisecond, notify: true, log: zap.NewNop()}
+	o := options{interval: 10 * time.Second, settle: 10 * time.Millisecond, maxSettle: time.Second, grace: 250 * time.Millisecond,
+		maxSize: 16 << 20, notify: true, log: zap.NewNop()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -207,19 +243,26 @@ func (l *loader) view(t core.Target) (set core.Set, err error, stale bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	type where struct {
-		path string
-		def  definition
-		err  error
+		path        string
+		def         definition
+		err         error
+		provisional bool
 	}
 	var defs []where
 	var unknown []error
 	for _, path := range l.order {
 		f := l.files[path]
 		if d, ok := f.good[t]; ok {
-			defs = append(defs, where{path, d, f.reported()})
+			defs = append(defs, where{path, d, f.reported(), f.provisional})
 		} else if f.good == nil && f.err != nil {
 			unknown = append(unknown, f.err)
 		}
+	}
+	if l.listRep { // the directory cannot be read: nothing can be vouched for
+		if len(defs) == 1 {
+			return defs[0].def.set, fmt.Errorf("file: target %s: keeping the last good endpoints: %w", t, l.listErr), true
+		}
+		return core.Set{}, fmt.Errorf("file: target %s: %w", t, l.listErr), false
 	}
 	switch {
 	case len(defs) > 1:
@@ -231,6 +274,10 @@ func (l *loader) view(t core.Target) (set core.Set, err error, stale bool) {
 	case len(defs) == 1:
 		if defs[0].err != nil {
 			return defs[0].def.set, fmt.Errorf("file: target %s: keeping the last good endpoints: %w", t, defs[0].err), true
+		}
+		if defs[0].provisional {
+			return defs[0].def.set, fmt.Errorf("file: target %s: %s was read while still being written (changing for longer than %v); reading it again once it is quiet: %w",
+				t, defs[0].path, l.s.opts.maxSettle, core.ErrUnavailable), true
 		}
 		return defs[0].def.set, nil, false
 	case len(unknown) > 0:

@@ -19,7 +19,13 @@ import (
 	"github.com/disco-lb/disco/sources/file"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("DISCO_FILE_WATCH"); dir != "" { // runAsNobody's child
+		childWatch(dir)
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // fileHarness runs core's source conformance suite against the file
 // source over a directory: each target is a file of its own, written by
