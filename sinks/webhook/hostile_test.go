@@ -14,6 +14,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/sinks/webhook"
@@ -189,7 +192,8 @@ func TestTLSWithACustomCA(t *testing.T) {
 	hub, _ := hubOf(t, map[core.Target]core.Set{tg: endpoints(t, 1, 3, "0")})
 
 	reg := prometheus.NewRegistry()
-	untrusting := newSender(t, srv.URL, webhook.WithRegisterer(reg))
+	logs, observed := observer.New(zapcore.InfoLevel)
+	untrusting := newSender(t, srv.URL, webhook.WithRegisterer(reg), webhook.WithLogger(zap.New(logs)))
 	subscribe(t, untrusting, hub, tg)
 	trusting := newSender(t, srv.URL, webhook.WithTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
 	subscribe(t, trusting, hub, tg)
@@ -203,10 +207,26 @@ func TestTLSWithACustomCA(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for testutil.ToFloat64(failuresOf(t, reg, "network")) == 0 {
+	for testutil.ToFloat64(failuresOf(t, reg, "tls")) < 3 {
 		if time.Now().After(deadline) {
-			t.Fatal("the sender that does not trust the CA did not fail")
+			t.Fatal("the sender that does not trust the CA did not fail with reason tls")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	if n := testutil.ToFloat64(failuresOf(t, reg, "network")); n != 0 {
+		t.Fatalf("%v TLS failures counted as network", n)
+	}
+	// The first TLS failure of the run is an error, the retries warnings.
+	var errs, warns int
+	for _, e := range observed.All() {
+		switch {
+		case e.Level == zapcore.ErrorLevel && strings.Contains(e.Message, "TLS"):
+			errs++
+		case e.Level == zapcore.WarnLevel:
+			warns++
+		}
+	}
+	if errs != 1 || warns == 0 {
+		t.Fatalf("%d error and %d warning log lines for a run of TLS failures, want 1 error then warnings", errs, warns)
 	}
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	latency    prometheus.Histogram
 	bytes      prometheus.Counter
 	oldest     prometheus.GaugeFunc
+	reg        prometheus.Registerer // where they are registered; nil: nowhere
 }
 
 func newMetrics(reg prometheus.Registerer, name string, oldest func() time.Duration) (*metrics, error) {
@@ -27,7 +28,7 @@ func newMetrics(reg prometheus.Registerer, name string, oldest func() time.Durat
 		}, []string{"result"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "disco", Subsystem: "webhook", Name: "failures_total", ConstLabels: labels,
-			Help: "Failed delivery attempts by reason: network, timeout, redirect, http_429, http_503, http_4xx, http_5xx, resync, gone.",
+			Help: "Failed delivery attempts by reason: network, tls (the receiver's certificate is not trusted, or the handshake failed), timeout, redirect, http_429, http_503, http_4xx, http_5xx, resync, gone.",
 		}, []string{"reason"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "disco", Subsystem: "webhook", Name: "retries_total", ConstLabels: labels,
@@ -50,14 +51,31 @@ func newMetrics(reg prometheus.Registerer, name string, oldest func() time.Durat
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.failures, m.retries, m.latency, m.bytes, m.oldest} {
+	m.reg = reg
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
+			m.unregister() // never leave part of a sender's series behind
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
-				return nil, errors.New("webhook: metrics of a receiver with this name are registered already: give each sender its own WithName")
+				return nil, errors.New("webhook: metrics of a receiver with this name are registered already: give each sender its own WithName, or Close the sender it replaces first")
 			}
 			return nil, err
 		}
 	}
 	return m, nil
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.deliveries, m.failures, m.retries, m.latency, m.bytes, m.oldest}
+}
+
+// unregister removes the sender's series from the registry (a sender
+// re-created with the same name, on a reload, registers them again).
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.collectors() {
+		m.reg.Unregister(c)
+	}
 }

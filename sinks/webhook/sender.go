@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
@@ -68,12 +69,14 @@ func WithForm(f core.WireForm) Option { return func(c *config) { c.form = f } }
 func WithName(name string) Option { return func(c *config) { c.name = name } }
 
 // WithTLS sets the TLS configuration (a custom CA in RootCAs, a client
-// certificate) of the sender's own HTTP client.
+// certificate) of the sender's own HTTP client. It cannot be combined with
+// WithHTTPClient (whose transport has its own TLS configuration): New
+// fails with both.
 func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
 
 // WithHTTPClient sets the HTTP client (its transport, proxy, TLS). The
 // sender uses a copy that never follows redirects and bounds each request
-// with WithTimeout.
+// with WithTimeout. Set TLS in its transport, not with WithTLS.
 func WithHTTPClient(hc *http.Client) Option { return func(c *config) { c.client = hc } }
 
 // WithTimeout bounds each delivery: connect, send, response headers and
@@ -146,9 +149,12 @@ type Sender struct {
 	log     *zap.Logger
 	m       *metrics
 
+	closeOnce sync.Once
+
 	mu       sync.Mutex
 	attempts map[core.Target]int       // failed deliveries in a row
 	pending  map[core.Target]time.Time // since when a target's state waits to be delivered
+	tlsRun   map[core.Target]bool      // the target's failures in a row include a TLS one
 	gone     error
 }
 
@@ -173,7 +179,10 @@ func New(rawURL string, opts ...Option) (*Sender, error) {
 	if len(c.secrets) == 0 {
 		return nil, fmt.Errorf("webhook: no signing secret (WithSecrets): %w", core.ErrInvalid)
 	}
-	s := &Sender{url: u.String(), cfg: c, attempts: map[core.Target]int{}, pending: map[core.Target]time.Time{}}
+	if c.client != nil && c.tls != nil {
+		return nil, fmt.Errorf("webhook: WithTLS and WithHTTPClient together: the client's transport has its own TLS configuration, and WithTLS would be ignored; set TLS in the transport: %w", core.ErrInvalid)
+	}
+	s := &Sender{url: u.String(), cfg: c, attempts: map[core.Target]int{}, pending: map[core.Target]time.Time{}, tlsRun: map[core.Target]bool{}}
 	for i, text := range c.secrets {
 		sec, err := ParseSecret(text)
 		if err != nil {
@@ -223,11 +232,30 @@ func (s *Sender) Gone() error {
 	return s.gone
 }
 
-// Close releases idle connections. Close the subscriptions first.
-func (s *Sender) Close() { s.client.CloseIdleConnections() }
+// Close releases idle connections and unregisters the sender's metrics, so
+// that a sender re-created with the same name (a configuration reload)
+// registers them anew. Close the subscriptions first. Idempotent.
+func (s *Sender) Close() {
+	s.client.CloseIdleConnections()
+	s.closeOnce.Do(s.m.unregister)
+}
+
+// forget drops what the sender keeps of a target that left: its retry
+// count and its pending time (which oldest_undelivered_seconds reads).
+func (s *Sender) forget(t core.Target) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.attempts, t)
+	delete(s.pending, t)
+	delete(s.tlsRun, t)
+}
 
 // Subscription is a sender's subscriptions to a hub, one per target.
-type Subscription struct{ subs []*core.Subscription }
+type Subscription struct {
+	s       *Sender
+	subs    []*core.Subscription
+	targets []core.Target
+}
 
 // WaitSynced waits until every target has synced at the hub (not until it
 // was delivered).
@@ -240,10 +268,12 @@ func (a *Subscription) WaitSynced(ctx context.Context) error {
 }
 
 // Close ends delivery of every target, waiting for a delivery in progress
-// to be cancelled.
+// to be cancelled, and makes the sender forget the targets (a target that
+// left while its receiver was failing no longer counts as undelivered).
 func (a *Subscription) Close() error {
-	for _, s := range a.subs {
+	for i, s := range a.subs {
 		s.Close()
+		a.s.forget(a.targets[i])
 	}
 	return nil
 }
@@ -252,7 +282,7 @@ func (a *Subscription) Close() error {
 // target, so that a target whose deliveries fail or are slow holds up no
 // other target. At most one request per target is in flight.
 func (s *Sender) Subscribe(hub *core.Hub, targets ...core.Target) (*Subscription, error) {
-	a := &Subscription{}
+	a := &Subscription{s: s}
 	for _, t := range targets {
 		sub, err := hub.Subscribe("webhook:"+s.cfg.name+":"+t.String(), s, t)
 		if err != nil {
@@ -260,6 +290,7 @@ func (s *Sender) Subscribe(hub *core.Hub, targets ...core.Target) (*Subscription
 			return nil, err
 		}
 		a.subs = append(a.subs, sub)
+		a.targets = append(a.targets, t)
 	}
 	return a, nil
 }
@@ -316,8 +347,11 @@ func (s *Sender) Update(ctx context.Context, u core.Update) error {
 	resp, err := s.client.Do(req)
 	if err != nil {
 		reason := "network"
-		if errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
 			reason = "timeout"
+		case isTLS(err):
+			reason = "tls"
 		}
 		return s.failed(u, id, reason, 0, fmt.Errorf("webhook %s: %s %s seq %d: %w", s.cfg.name, id, u.Target, u.Seq, err))
 	}
@@ -342,6 +376,7 @@ func (s *Sender) Update(ctx context.Context, u core.Update) error {
 		s.mu.Lock()
 		delete(s.attempts, u.Target)
 		delete(s.pending, u.Target)
+		delete(s.tlsRun, u.Target)
 		s.mu.Unlock()
 		s.m.deliveries.WithLabelValues("ok").Inc()
 		s.m.bytes.Add(float64(len(body)))
@@ -381,6 +416,10 @@ func (s *Sender) failed(u core.Update, id, reason string, after time.Duration, e
 	s.mu.Lock()
 	attempt := s.attempts[u.Target]
 	s.attempts[u.Target] = attempt + 1
+	firstTLS := reason == "tls" && !s.tlsRun[u.Target]
+	if reason == "tls" {
+		s.tlsRun[u.Target] = true
+	}
 	s.mu.Unlock()
 	delay := s.cfg.backoff.Delay(attempt)
 	if after > 0 {
@@ -388,10 +427,29 @@ func (s *Sender) failed(u core.Update, id, reason string, after time.Duration, e
 	}
 	s.m.deliveries.WithLabelValues("failed").Inc()
 	s.m.failures.WithLabelValues(reason).Inc()
-	s.log.Warn("webhook: delivery failed; retrying with the newest state", zap.String("id", id),
-		zap.Stringer("target", u.Target), zap.Uint64("seq", u.Seq), zap.Int("attempt", attempt+1),
+	log := s.log.Warn
+	msg := "webhook: delivery failed; retrying with the newest state"
+	if firstTLS {
+		// Rarely transient: an untrusted certificate, a wrong name, an
+		// expired one. Said loudly once per run of failures.
+		log, msg = s.log.Error, "webhook: TLS with the receiver failed (its certificate is not trusted, or the handshake failed); retrying with the newest state"
+	}
+	log(msg, zap.String("id", id), zap.Stringer("target", u.Target), zap.Uint64("seq", u.Seq), zap.Int("attempt", attempt+1),
 		zap.Duration("retry_in", delay), zap.Error(err))
 	return core.RetryAfter(err, delay)
+}
+
+// isTLS reports whether a request failed in TLS: a certificate that does not
+// verify, or a failed handshake.
+func isTLS(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var alert tls.AlertError
+	var header tls.RecordHeaderError
+	return errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &invalid) ||
+		errors.As(err, &alert) || errors.As(err, &header)
 }
 
 // oldestPending is how long the oldest undelivered state has waited.

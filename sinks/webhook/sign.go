@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
@@ -44,8 +45,31 @@ func ParseSecret(text string) (Secret, error) {
 	return Secret{key: key}, nil
 }
 
-// String returns the secret's text form, whsec_<base64>.
-func (s Secret) String() string { return "whsec_" + base64.StdEncoding.EncodeToString(s.key) }
+// NewSecret returns a new random secret of 32 bytes: give its Text to the
+// receiver and the sender (through an environment variable or a secret
+// store, never a file in version control).
+func NewSecret() (Secret, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return Secret{}, fmt.Errorf("webhook: new secret: %w", err)
+	}
+	return Secret{key: key}, nil
+}
+
+// Text returns the secret's text form, whsec_<base64>: the one method that
+// shows the key.
+func (s Secret) Text() string { return "whsec_" + base64.StdEncoding.EncodeToString(s.key) }
+
+// String returns a redacted form, "whsec_…" and the key's length, so that a
+// secret printed or logged by mistake shows nothing of the key.
+func (s Secret) String() string { return fmt.Sprintf("whsec_…(redacted, %d bytes)", len(s.key)) }
+
+// GoString is String, for %#v.
+func (s Secret) GoString() string { return s.String() }
+
+// MarshalText is String: a secret encoded as JSON, YAML or a log field shows
+// nothing of the key.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 func (s Secret) sign(id, ts string, body []byte) []byte {
 	mac := hmac.New(sha256.New, s.key)

@@ -1,0 +1,9 @@
+package webhook
+
+// Tracked returns how many targets the sender keeps records of (retry
+// counts, pending times).
+func (s *Sender) Tracked() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(len(s.attempts), len(s.pending), len(s.tlsRun))
+}
