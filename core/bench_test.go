@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/wire"
 )
 
 // capture is a source that hands each target's Publisher to the benchmark.
@@ -58,20 +59,18 @@ func BenchmarkPublishOneChange10kTo3Sinks(b *testing.B) {
 	target := core.Target{Name: "big"}
 	src := newCapture(1)
 	got := make(chan int, 3)
-	sinks := make([]core.NamedSink, 3)
+	sinks := make([]core.Sink, 3)
 	for i := range sinks {
-		sinks[i] = core.Named(fmt.Sprint("sink", i), core.SinkFunc(func(ctx context.Context, u core.Update) error {
+		sinks[i] = core.SinkFunc(func(ctx context.Context, u core.Update) error {
 			if len(u.Changed)+len(u.Added) != 1 && u.Seq > 1 {
 				return fmt.Errorf("unexpected delta: %d changed %d added", len(u.Changed), len(u.Added))
 			}
 			got <- len(u.Changed)
 			return nil
-		}))
+		})
 	}
-	p := core.NewPipeline(src, []core.Target{target}, sinks)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(context.Background()) }()
-	defer func() { p.Close(); <-done }()
+	stop := subscribeAll(b, src, []core.Target{target}, sinks)
+	defer stop()
 	<-src.all
 	pub := src.pubs[target]
 	set := bigSet(b, n)
@@ -81,7 +80,7 @@ func BenchmarkPublishOneChange10kTo3Sinks(b *testing.B) {
 	}
 	ready := []*core.Endpoint{set.At(n / 2), nil}
 	unready := *ready[0]
-	unready.Conditions.Ready = core.Bool(false)
+	unready.Conditions.Ready = new(false)
 	ready[1] = &unready
 
 	b.ReportAllocs()
@@ -134,11 +133,11 @@ func BenchmarkThroughput1000Targets3Sinks(b *testing.B) {
 		b.StopTimer()
 		src := newCapture(targets)
 		finished := make(chan struct{}, 3)
-		sinks := make([]core.NamedSink, 3)
+		sinks := make([]core.Sink, 3)
 		for s := range sinks {
 			done := make([]bool, targets) // only this sink's goroutine touches it
 			left := targets
-			sinks[s] = core.Named(fmt.Sprint("sink", s), core.SinkFunc(func(ctx context.Context, u core.Update) error {
+			sinks[s] = core.SinkFunc(func(ctx context.Context, u core.Update) error {
 				delivered.Add(1)
 				i := index[u.Target]
 				if !done[i] && u.State.Endpoints.Equal(versions[i][2]) {
@@ -148,11 +147,9 @@ func BenchmarkThroughput1000Targets3Sinks(b *testing.B) {
 					}
 				}
 				return nil
-			}))
+			})
 		}
-		p := core.NewPipeline(src, ts, sinks)
-		runDone := make(chan error, 1)
-		go func() { runDone <- p.Run(context.Background()) }()
+		stop := subscribeAll(b, src, ts, sinks)
 		<-src.all
 		pubs := make([]core.Publisher, targets)
 		for i, t := range ts {
@@ -172,8 +169,7 @@ func BenchmarkThroughput1000Targets3Sinks(b *testing.B) {
 		}
 		total += time.Since(start)
 		b.StopTimer()
-		p.Close()
-		<-runDone
+		stop()
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(updates*b.N)/total.Seconds(), "updates/s")
@@ -234,7 +230,7 @@ func BenchmarkApply10kOneChange(b *testing.B) {
 func BenchmarkWireDeltaOneChange10k(b *testing.B) {
 	set := bigSet(b, 10000)
 	target := core.Target{Name: "big"}
-	r := core.NewReplica()
+	r := wire.NewReplica()
 	r.Commit(core.Update{Target: target, Epoch: "e", Seq: 1, State: core.State{Endpoints: set, Synced: true}})
 	versions := [2]*core.Endpoint{set.At(5000), nil}
 	c := *versions[0]
@@ -251,19 +247,36 @@ func BenchmarkWireDeltaOneChange10k(b *testing.B) {
 		}
 		u := core.Update{Target: target, Epoch: "e", Seq: uint64(i + 2), BaseSeq: uint64(i + 1),
 			State: core.State{Endpoints: next, Synced: true}, Delta: core.Diff(prev, next)}
-		data, err := json.Marshal(u.Wire(core.DeltaForm))
+		data, err := json.Marshal(wire.From(u, wire.DeltaForm))
 		if err != nil {
 			b.Fatal(err)
 		}
 		bytes = len(data)
-		w, err := core.DecodeWire(data)
+		w, err := wire.Decode(data)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := r.Apply(w); err != nil {
+		u2, err := r.Next(w)
+		if err != nil {
 			b.Fatal(err)
 		}
+		r.Commit(u2)
 		prev = next
 	}
 	b.ReportMetric(float64(bytes), "bytes/update")
+}
+
+// subscribeAll subscribes each sink to every target through a new hub over
+// src; stop closes the hub.
+func subscribeAll(tb testing.TB, src core.Source, targets []core.Target, sinks []core.Sink) (stop func()) {
+	hub, err := core.NewHub(src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i, sink := range sinks {
+		if _, err := hub.Subscribe(fmt.Sprint("sink", i), sink, targets...); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return func() { hub.Close() }
 }

@@ -19,7 +19,7 @@ func TestDiff(t *testing.T) {
 	a1, b1, c1 := ep("a", "1"), ep("b", "2"), ep("c", "3")
 	b2 := ep("b", "2", "fd00::2")
 	c1same := ep("c", "3") // equal data, other pointer
-	notReady := &core.Endpoint{ID: "a", Addresses: []string{"1"}, Port: 8080, Conditions: core.Conditions{Ready: core.Bool(false)}}
+	notReady := &core.Endpoint{ID: "a", Addresses: []string{"1"}, Port: 8080, Conditions: core.Conditions{Ready: new(false)}}
 	tests := []struct {
 		name                    string
 		old, new                []*core.Endpoint
@@ -107,41 +107,12 @@ func sameAsSet(m map[string]*core.Endpoint, s core.Set) bool {
 	return true
 }
 
-// states turns fuzz input into a sequence of sets, each derived from the
-// previous by puts (new versions of up to 16 IDs) and removals.
-func states(t *testing.T, data []byte) []core.Set {
-	var out []core.Set
-	var cur core.Set
-	for i := 0; i+1 < len(data); i += 2 {
-		op, arg := data[i], data[i+1]
-		id := fmt.Sprintf("e%02d", arg%16)
-		var err error
-		switch op % 4 {
-		case 0, 1: // put a version of id
-			e := &core.Endpoint{ID: id, Addresses: []string{fmt.Sprintf("10.0.%d.%d", arg%16, op/4)}, Port: 80}
-			if op%8 == 1 {
-				e.Conditions.Ready = core.Bool(false)
-			}
-			cur, err = cur.With(e)
-		case 2:
-			cur = cur.Without(id)
-		case 3: // emit a state
-			out = append(out, cur)
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return append(out, cur)
-}
-
 func FuzzDiff(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 2, 3, 0, 2, 1, 4, 2, 3, 0})
 	f.Add([]byte{0, 1, 3, 0, 2, 1, 3, 0, 0, 1, 3, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		prev := core.Set{}
-		for _, s := range states(t, data) {
+		for _, s := range coretest.States(t, data) {
 			d := core.Diff(prev, s)
 			got, err := apply(prev, d)
 			if err != nil {
@@ -171,7 +142,7 @@ func FuzzPipeline(f *testing.F) {
 	f.Add([]byte{0, 1, 3, 0, 0, 2, 3, 0, 2, 1, 3, 0, 0, 3, 3, 0}, uint16(0b0101), uint16(0b1011_0110))
 	f.Fuzz(func(t *testing.T, data []byte, blockMask, failMask uint16) {
 		synctest.Test(t, func(t *testing.T) {
-			seq := states(t, data)
+			seq := coretest.States(t, data)
 			target := core.Target{Name: "svc"}
 			src := coretest.NewScript()
 			var mu sync.Mutex
@@ -196,7 +167,7 @@ func FuzzPipeline(f *testing.F) {
 				accepted = append(accepted, u)
 				return nil
 			})
-			h := core.NewHub(src, core.WithBackoff(time.Millisecond, time.Second))
+			h := coretest.Hub(t, src, core.WithBackoff(time.Millisecond, time.Second))
 			defer h.Close()
 			if _, err := h.Subscribe("rec", sink, target); err != nil {
 				t.Fatal(err)
@@ -277,7 +248,7 @@ func FuzzApply(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 2, 3, 0, 2, 1, 4, 2, 3, 0})
 	f.Add([]byte{0, 1, 3, 0, 2, 1, 3, 0, 0, 1, 3, 0, 1, 5, 3, 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ss := states(t, data)
+		ss := coretest.States(t, data)
 		for i := range ss {
 			for j := range ss {
 				d := core.Diff(ss[i], ss[j])

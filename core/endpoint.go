@@ -33,9 +33,6 @@ func (c Conditions) Equal(o Conditions) bool {
 		c.IsTerminating() == o.IsTerminating()
 }
 
-// Bool returns a pointer to a new bool holding v, for Conditions literals.
-func Bool(v bool) *bool { return &v }
-
 // Endpoint is one backend of a target. Identity is ID: stable for the life of
 // the backend (a pod's UID when known, else its address), unique in a Set.
 //

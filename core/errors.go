@@ -20,21 +20,15 @@ var (
 
 	// ErrResync is returned by a sink that lost what it held for a target
 	// (a restarted plugin, a webhook receiver that lost its data): its next
-	// update carries the full state as added, with BaseSeq 0. Set.Apply and
-	// Replica wrap it when a delta does not fit the state it is applied to.
+	// update carries the full state as added, with BaseSeq 0. Set.Apply
+	// wraps it when a delta does not fit the set it is applied to, so a
+	// sink that returns Set.Apply's error as it is gets the full state.
 	ErrResync = errors.New("resync needed")
 
-	// ErrDuplicate is wrapped by Replica.Next for an update that is not
-	// newer than the one it holds (a retried or late delivery): acknowledge
-	// it and apply nothing.
-	ErrDuplicate = errors.New("update already applied")
-
-	// ErrClosed is returned by Hub and Pipeline methods after Close.
+	// ErrClosed is returned by Hub methods after Close.
 	ErrClosed = errors.New("core: closed")
 	// ErrNotWatched is returned by WaitSynced for a target nobody watches.
 	ErrNotWatched = errors.New("core: target not watched")
-	// ErrAlreadyRunning is returned by a second call of Pipeline.Run.
-	ErrAlreadyRunning = errors.New("core: pipeline already running")
 	// ErrEnded is wrapped by WaitSynced when the source's Watch of a target
 	// returned before the target's first sync.
 	ErrEnded = errors.New("watch ended")
@@ -86,17 +80,6 @@ func (k ErrorKind) Sentinel() error {
 	}
 }
 
-// Retryable marks err as transient, whatever it wraps: a sink returning it
-// gets the update again after a jittered backoff (with the newest state by
-// then), and a source whose Watch returns it is restarted after a backoff.
-// Retryable(nil) is nil.
-func Retryable(err error) error {
-	if err == nil {
-		return nil
-	}
-	return markedError{err: err, retryable: true}
-}
-
 // Permanent marks err as one that retrying cannot fix, whatever it wraps: a
 // sink returning it has the update logged, counted and not accepted (the
 // next delta still holds its changes); a source whose Watch returns it is
@@ -109,13 +92,25 @@ func Permanent(err error) error {
 	return markedError{err: err, retryable: false}
 }
 
+// Retry marks err as transient, whatever it wraps, to be retried after
+// after (0: the hub's jittered backoff): a sink returning it gets the
+// target's newest state again then (a webhook honouring a receiver's
+// Retry-After passes its delay), and a source whose Watch returns it is
+// restarted then. Packages mark their errors without importing core by
+// giving them a method `Retryable() bool` (and `RetryAfter()
+// time.Duration` for a delay). Retry(nil, d) is nil.
+func Retry(err error, after time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return markedError{err: err, retryable: true, after: max(after, 0)}
+}
+
 // IsPermanent applies core's one error rule, for sources and sinks alike:
 // an error is permanent if it (or an error it wraps) was marked with
-// Permanent, or, unless marked with Retryable first, if it is classified
+// Permanent, or, unless marked with Retry first, if it is classified
 // ErrInvalid, ErrNotFound or ErrForbidden. Every other error is transient
-// and retried with a jittered backoff. Packages can mark their errors
-// without importing core by giving them a method `Retryable() bool`. nil is
-// not permanent.
+// and retried with a jittered backoff. nil is not permanent.
 func IsPermanent(err error) bool {
 	if err == nil {
 		return false
@@ -131,44 +126,25 @@ func IsPermanent(err error) bool {
 	return false
 }
 
-// IsRetryable reports whether err is not nil and not permanent (see
-// IsPermanent): core retries it.
-func IsRetryable(err error) bool { return err != nil && !IsPermanent(err) }
-
 type markedError struct {
 	err       error
 	retryable bool
+	after     time.Duration
 }
 
 func (e markedError) Error() string   { return e.err.Error() }
 func (e markedError) Unwrap() error   { return e.err }
 func (e markedError) Retryable() bool { return e.retryable }
 
-// RetryAfter marks err as retryable, no sooner than d from now: a sink
-// returning it has the target's newest state delivered again after d
-// instead of after the hub's backoff. A sink with a schedule of its own
-// (the webhook sink, honouring a receiver's Retry-After) uses it. Packages
-// can do the same without importing core by giving their error a method
-// `RetryAfter() time.Duration`. RetryAfter(nil, d) is nil.
-func RetryAfter(err error, d time.Duration) error {
-	if err == nil {
-		return nil
-	}
-	return retryAfterError{markedError{err: err, retryable: true}, max(d, 0)}
-}
+// RetryAfter is the delay a Retry asked for (0: the hub's backoff).
+func (e markedError) RetryAfter() time.Duration { return e.after }
 
-// RetryDelay returns the delay err asks for (see RetryAfter).
+// RetryDelay returns the delay err asks for, if it was marked with Retry
+// and a delay above 0 (or has a RetryAfter method).
 func RetryDelay(err error) (time.Duration, bool) {
 	var r interface{ RetryAfter() time.Duration }
-	if errors.As(err, &r) {
+	if errors.As(err, &r) && r.RetryAfter() > 0 {
 		return r.RetryAfter(), true
 	}
 	return 0, false
 }
-
-type retryAfterError struct {
-	markedError
-	d time.Duration
-}
-
-func (e retryAfterError) RetryAfter() time.Duration { return e.d }

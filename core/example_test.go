@@ -2,57 +2,138 @@ package core_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"time"
+	"sort"
+	"sync"
 
 	"github.com/disco-lb/disco/core"
 )
 
-// A pipeline connects a source to sinks over a fixed list of targets.
-func ExampleNewPipeline() {
-	target := core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
-	set, err := core.NewSet(
-		&core.Endpoint{ID: "pod-b", Addresses: []string{"10.244.0.3"}, Port: 50051},
-		&core.Endpoint{ID: "pod-a", Addresses: []string{"10.244.0.2", "fd00::2"}, Port: 50051},
-	)
+// A source is one method, Watch: publish the complete set whenever it
+// changes, Fail when the backend cannot be reached, return when ctx ends.
+// This one serves the endpoints of a map and fails with ErrNotFound for a
+// target it does not know.
+func Example_source() {
+	backends := map[string][]string{"greeter": {"10.244.0.2", "10.244.0.3"}}
+	src := core.SourceFunc(func(ctx context.Context, t core.Target, pub core.Publisher) error {
+		addrs, ok := backends[t.Name]
+		if !ok {
+			pub.Fail(fmt.Errorf("no service %q: %w", t.Name, core.ErrNotFound))
+			<-ctx.Done()
+			return nil
+		}
+		var eps []*core.Endpoint
+		for _, a := range addrs {
+			eps = append(eps, &core.Endpoint{Addresses: []string{a}, Port: 50051})
+		}
+		set, err := core.NewSet(eps...) // validates, names a bad endpoint
+		if err != nil {
+			return err // ErrInvalid: the watch ends, stale with the reason
+		}
+		pub.Publish(set) // the complete set, never a part
+		<-ctx.Done()
+		return nil
+	})
+
+	hub, err := core.NewHub(src)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	src := core.NewStatic(map[core.Target]core.Set{target: set})
+	defer hub.Close()
+	for _, name := range []string{"greeter", "missing"} {
+		sub, err := hub.Subscribe("example", core.SinkFunc(func(context.Context, core.Update) error { return nil }), core.Target{Name: name})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println(name, sub.WaitSynced(context.Background())) // no sleep: wait for the first sync
+		sub.Close()
+	}
+	// Output:
+	// greeter <nil>
+	// missing core: target missing: no service "missing": target not found
+}
 
-	got := make(chan core.Update, 1)
-	printer := core.SinkFunc(func(ctx context.Context, u core.Update) error {
-		got <- u
+// A sink is one method, Accept. Each update embeds the delta from the last
+// one this sink accepted (from nothing when BaseSeq is 0): apply it to what
+// you hold. Set.Apply already wraps ErrResync when the delta does not fit,
+// so returning its error as it is asks core for the full state.
+type addressBook struct {
+	mu   sync.Mutex
+	held map[core.Target]core.Set
+}
+
+func (b *addressBook) Accept(ctx context.Context, u core.Update) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	base := b.held[u.Target]
+	if u.BaseSeq == 0 {
+		base = core.Set{} // from nothing: replace what is held
+	}
+	next, err := base.Apply(u.Delta)
+	if err != nil {
+		return err // wraps core.ErrResync
+	}
+	b.held[u.Target] = next
+	return nil
+}
+
+func Example_sink() {
+	target := core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
+	set, _ := core.NewSet(
+		&core.Endpoint{ID: "pod-b", Addresses: []string{"10.244.0.3"}, Port: 50051},
+		&core.Endpoint{ID: "pod-a", Addresses: []string{"10.244.0.2", "fd00::2"}, Port: 50051},
+	)
+	src := core.SourceFunc(func(ctx context.Context, _ core.Target, pub core.Publisher) error {
+		pub.Publish(set)
+		<-ctx.Done()
 		return nil
 	})
-	p := core.NewPipeline(src, []core.Target{target}, []core.NamedSink{core.Named("printer", printer)})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	go p.Run(ctx)
-	defer p.Close()
-
-	if err := p.WaitSynced(ctx, target); err != nil { // no sleep: wait for the first sync
+	hub, err := core.NewHub(src)
+	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	u := <-got
-	fmt.Println(u.Target, "synced:", u.State.Synced)
-	for _, e := range u.Added {
-		fmt.Println("added", e.ID, e.HostPorts())
+	defer hub.Close()
+
+	book := &addressBook{held: map[core.Target]core.Set{}}
+	sub, err := hub.Subscribe("address-book", book, target) // Subscribe: the one way in
+	if err != nil {
+		fmt.Println(err)
+		return
 	}
-	// Output:
-	// demo/greeter:grpc synced: true
-	// added pod-a [10.244.0.2:50051 [fd00::2]:50051]
-	// added pod-b [10.244.0.3:50051]
+	if err := sub.WaitSynced(context.Background()); err != nil {
+		fmt.Println(err)
+		return
+	}
+	sub.Close() // waits for the sink's goroutine: what it accepted is in place
+
+	var lines []string
+	for e := range book.held[target].All() {
+		lines = append(lines, fmt.Sprint(e.ID, " ", e.HostPorts()))
+	}
+	sort.Strings(lines)
+	fmt.Println(target, lines)
+	// Output: demo/greeter:grpc [pod-a [10.244.0.2:50051 [fd00::2]:50051] pod-b [10.244.0.3:50051]]
 }
 
 // A hub starts a source's watch of a target when the first subscriber comes
-// and stops it when the last one leaves, as a gRPC resolver needs.
+// and stops it when the last one leaves, as a gRPC resolver needs; the
+// first update a sink gets is from nothing (BaseSeq 0).
 func ExampleHub_Subscribe() {
 	target := core.Target{Name: "greeter"}
 	set, _ := core.NewSet(&core.Endpoint{Addresses: []string{"10.244.0.2"}, Port: 50051})
-	hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{target: set}))
+	hub, err := core.NewHub(core.SourceFunc(func(ctx context.Context, _ core.Target, pub core.Publisher) error {
+		pub.Publish(set)
+		<-ctx.Done()
+		return nil
+	}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer hub.Close()
 
 	got := make(chan core.Update, 1)
@@ -66,7 +147,7 @@ func ExampleHub_Subscribe() {
 	}
 	defer sub.Close() // the last Close stops the watch
 	u := <-got
-	fmt.Println(u.Seq, u.BaseSeq, u.State.Endpoints.Len(), u.State.Endpoints.At(0).ID)
+	fmt.Println(u.Seq, u.BaseSeq, len(u.Added), u.State.Endpoints.At(0).ID)
 	// Output: 1 0 1 10.244.0.2:50051
 }
 
@@ -78,7 +159,7 @@ func ExampleSet_With() {
 		&core.Endpoint{ID: "b", Addresses: []string{"10.0.0.2"}},
 	)
 	v2, _ := v1.Without("a").With(
-		&core.Endpoint{ID: "b", Addresses: []string{"10.0.0.2"}, Conditions: core.Conditions{Ready: core.Bool(false)}},
+		&core.Endpoint{ID: "b", Addresses: []string{"10.0.0.2"}, Conditions: core.Conditions{Ready: new(false)}},
 		&core.Endpoint{ID: "c", Addresses: []string{"10.0.0.3"}},
 	)
 	d := core.Diff(v1, v2)
@@ -97,43 +178,14 @@ func ExampleNewSet() {
 	// Output: core: duplicate endpoint ID "pod-a": invalid
 }
 
-// A source is one method. This one serves a fixed answer and fails with
-// ErrNotFound for any other target.
-func ExampleSourceFunc() {
-	src := core.SourceFunc(func(ctx context.Context, t core.Target, pub core.Publisher) error {
-		if t.Name != "greeter" {
-			pub.Fail(fmt.Errorf("no service %q: %w", t.Name, core.ErrNotFound))
-			<-ctx.Done()
-			return nil
-		}
-		set, err := core.NewSet(&core.Endpoint{Addresses: []string{"10.244.0.2"}, Port: 50051})
-		if err != nil {
-			return err
-		}
-		pub.Publish(set)
-		<-ctx.Done()
-		return nil
-	})
-	hub := core.NewHub(src)
-	defer hub.Close()
-	for _, name := range []string{"greeter", "missing"} {
-		sub, _ := hub.Subscribe("example", core.SinkFunc(func(context.Context, core.Update) error { return nil }), core.Target{Name: name})
-		fmt.Println(name, sub.WaitSynced(context.Background()))
-		sub.Close()
-	}
-	// Output:
-	// greeter <nil>
-	// missing core: target missing: no service "missing": target not found
-}
-
 // One rule for sources and sinks: errors are retried with a jittered
 // backoff unless classified invalid, not found or forbidden, or marked
-// Permanent; Retryable overrides a classification.
+// Permanent; Retry overrides a classification and may carry a delay.
 func ExampleIsPermanent() {
-	unavailable := fmt.Errorf("webhook: 503 from receiver")
+	unavailable := errors.New("webhook: 503 from receiver")
 	invalid := fmt.Errorf("webhook: 400 from receiver: %w", core.ErrInvalid)
 	fmt.Println(core.IsPermanent(unavailable), core.IsPermanent(invalid),
-		core.IsPermanent(core.Permanent(unavailable)), core.IsPermanent(core.Retryable(invalid)),
+		core.IsPermanent(core.Permanent(unavailable)), core.IsPermanent(core.Retry(invalid, 0)),
 		core.IsPermanent(fmt.Errorf("wrapped: %w", core.Permanent(unavailable))))
 	// Output: false true true false true
 }

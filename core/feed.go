@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/disco-lb/disco/core/kit"
 )
 
 // feed is one target's running Source.Watch, its current state, and the
@@ -38,7 +40,7 @@ type feed struct {
 
 func newFeed(h *Hub, t Target, after <-chan struct{}) *feed {
 	return &feed{
-		hub: h, target: t, log: h.cfg.log.With(zap.Stringer("target", t)),
+		hub: h, target: t, log: h.cfg.Log.With(zap.Stringer("target", t)),
 		seq: h.seqFloor.Load(), changed: make(chan struct{}), after: after,
 	}
 }
@@ -79,7 +81,7 @@ func (f *feed) run(ctx context.Context, done chan struct{}, prev <-chan struct{}
 			return
 		}
 	}
-	backoff := f.hub.cfg.backoff
+	backoff := f.hub.cfg.Backoff
 	for attempt := 0; ; attempt++ {
 		pub, ok := f.newAttempt()
 		if !ok {
@@ -101,7 +103,7 @@ func (f *feed) run(ctx context.Context, done chan struct{}, prev <-chan struct{}
 		}
 		delay := backoff.Delay(attempt)
 		f.log.Warn("core: source watch ended; restarting", zap.Duration("backoff", delay), zap.Error(err))
-		if !Sleep(ctx, delay) {
+		if !kit.Sleep(ctx, delay) {
 			return
 		}
 	}

@@ -8,7 +8,7 @@ import (
 
 // goid returns the current goroutine's ID, read from its stack header
 // ("goroutine 42 [running]:"). Only Close uses it, to tell a sink that
-// closes its own subscription from inside Update (which must not wait for
+// closes its own subscription from inside Accept (which must not wait for
 // itself) from any other caller.
 func goid() uint64 {
 	var buf [64]byte

@@ -10,6 +10,7 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/wire"
 )
 
 // slowReturnSource counts concurrent Watch calls per target and, once its
@@ -51,7 +52,7 @@ func (s *slowReturnSource) Watch(ctx context.Context, t core.Target, pub core.Pu
 func TestOneWatchPerTargetWhileTheOldOneReturns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := &slowReturnSource{linger: time.Second}
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		for range 5 {
 			sub := subscribe(t, h, "a", coretest.NewRecorder(), svc)
@@ -82,7 +83,7 @@ func TestOneWatchPerTargetWhileTheOldOneReturns(t *testing.T) {
 // Commits of a Replica only move forward within an epoch, whatever order
 // concurrent receivers commit in; a new epoch starts over.
 func TestReplicaCommitsAreMonotonicWithinAnEpoch(t *testing.T) {
-	r := core.NewReplica()
+	r := wire.NewReplica()
 	set := coretest.Set(t, ep("a", "10.0.0.1"))
 	mk := func(epoch string, seq uint64) core.Update {
 		return core.Update{Target: svc, Epoch: epoch, Seq: seq, State: core.State{Endpoints: set, Synced: true}}
@@ -108,13 +109,13 @@ func TestReplicaCommitsAreMonotonicWithinAnEpoch(t *testing.T) {
 	}
 }
 
-// A sink may close its own subscription from inside Update: Close returns,
-// the subscription's goroutine ends once Update returns, no update follows,
+// A sink may close its own subscription from inside Accept: Close returns,
+// the subscription's goroutine ends once Accept returns, no update follows,
 // and the target's watch stops.
-func TestSubscriptionCloseFromInsideUpdate(t *testing.T) {
+func TestSubscriptionCloseFromInsideAccept(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		var sub *core.Subscription
 		var calls atomic.Int32
@@ -141,7 +142,7 @@ func TestSubscriptionCloseFromInsideUpdate(t *testing.T) {
 		select {
 		case <-returned:
 		default:
-			t.Fatal("Close called inside Update did not return")
+			t.Fatal("Close called inside Accept did not return")
 		}
 		src.Publish(svc, coretest.Set(t, ep("c", "10.0.0.3")))
 		synctest.Wait()

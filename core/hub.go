@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/disco-lb/disco/core/kit"
 )
 
 // Hub is core's one engine: it serves the targets of one Source to sinks.
@@ -30,7 +32,7 @@ type Hub struct {
 	// back within the epoch, even across a stop and restart of its feed.
 	seqFloor atomic.Uint64
 
-	feeds     *Shared[Target, *feed]
+	feeds     *kit.Shared[Target, *feed]
 	closeOnce sync.Once
 
 	mu     sync.Mutex
@@ -38,11 +40,20 @@ type Hub struct {
 	subs   map[*Subscription]struct{}
 }
 
-// NewHub returns a hub over src with a new random epoch. It starts nothing.
-func NewHub(src Source, opts ...Option) *Hub {
-	h := &Hub{src: src, cfg: newConfig(opts), epoch: newEpoch(), subs: map[*Subscription]struct{}{}}
-	h.feeds = NewShared(func(t Target, after <-chan struct{}) *feed { return newFeed(h, t, after) }, func(_ Target, f *feed) { f.stop() }, h.cfg.linger)
-	return h
+// NewHub returns a hub over src with a new random epoch. It starts
+// nothing; it fails with ErrInvalid for a nil source or an option out of
+// range (the error names the option and what it allows).
+func NewHub(src Source, opts ...Option) (*Hub, error) {
+	if src == nil {
+		return nil, fmt.Errorf("core: NewHub: no source: %w", ErrInvalid)
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, fmt.Errorf("core: %w: %w", err, ErrInvalid)
+	}
+	h := &Hub{src: src, cfg: cfg, epoch: newEpoch(), subs: map[*Subscription]struct{}{}}
+	h.feeds = kit.NewShared(func(t Target, after <-chan struct{}) *feed { return newFeed(h, t, after) }, func(_ Target, f *feed) { f.stop() }, h.cfg.linger)
+	return h, nil
 }
 
 func newEpoch() string {
@@ -85,7 +96,7 @@ func (h *Hub) Subscribe(name string, sink Sink, targets ...Target) (*Subscriptio
 		f, err := h.feeds.Acquire(t)
 		if err != nil {
 			release()
-			return nil, err
+			return nil, ErrClosed // kit.ErrClosed: the hub closed
 		}
 		sub.feeds = append(sub.feeds, f)
 	}
@@ -156,7 +167,7 @@ func (h *Hub) Close() error {
 		for _, s := range subs {
 			s.Close()
 		}
-		// A subscription closed from inside its sink's Update did not wait
+		// A subscription closed from inside its sink's Accept did not wait
 		// for its goroutine: wait here (but never for the caller's own).
 		for _, s := range subs {
 			if !s.mb.inside() {
@@ -207,11 +218,11 @@ func (s *Subscription) State(t Target) (State, bool) {
 }
 
 // Close stops delivery to the sink, waits for its goroutine (cancelling the
-// context of an Update in progress), and releases the targets: the source
+// context of an Accept in progress), and releases the targets: the source
 // stops watching a target no one else subscribes to. Idempotent. A sink may
-// close its own subscription from inside Update: Close then returns without
+// close its own subscription from inside Accept: Close then returns without
 // waiting for itself, and the subscription's goroutine ends once that
-// Update returns (Hub.Close still waits for it).
+// Accept returns (Hub.Close still waits for it).
 func (s *Subscription) Close() error {
 	s.closeOnce.Do(func() {
 		for _, f := range s.feeds {

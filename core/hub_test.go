@@ -38,14 +38,14 @@ func newGateSink() *gateSink {
 	return &gateSink{entered: make(chan core.Update, 100), release: make(chan struct{}), rec: coretest.NewRecorder()}
 }
 
-func (g *gateSink) Update(ctx context.Context, u core.Update) error {
+func (g *gateSink) Accept(ctx context.Context, u core.Update) error {
 	g.entered <- u
 	select {
 	case <-g.release:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return g.rec.Update(ctx, u)
+	return g.rec.Accept(ctx, u)
 }
 
 func TestBlockedSinkDoesNotDelayOthersAndGetsNewestState(t *testing.T) {
@@ -53,8 +53,8 @@ func TestBlockedSinkDoesNotDelayOthersAndGetsNewestState(t *testing.T) {
 		src := coretest.NewScript()
 		fast := coretest.NewRecorder()
 		slow := newGateSink()
-		stats := &core.Stats{}
-		h := core.NewHub(src, core.WithMetrics(stats))
+		stats := &coretest.Stats{}
+		h := coretest.Hub(t, src, core.WithMetrics(stats))
 		defer h.Close()
 		subscribe(t, h, "slow", slow, svc)
 		subscribe(t, h, "fast", fast, svc)
@@ -132,7 +132,7 @@ func TestSeqPerTargetAndEpoch(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b := core.Target{Name: "a"}, core.Target{Name: "b"}
 		src := coretest.NewScript()
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		rec := coretest.NewRecorder()
 		sub := subscribe(t, h, "rec", rec, a, b)
@@ -165,7 +165,7 @@ func TestSeqPerTargetAndEpoch(t *testing.T) {
 		if u, _ := rec2.Last(a); u.Seq <= 3 || u.BaseSeq != 0 {
 			t.Fatalf("after a restart seq %d base %d, want above 3 and from nothing", u.Seq, u.BaseSeq)
 		}
-		if other := core.NewHub(src); other.Epoch() == h.Epoch() {
+		if other := coretest.Hub(t, src); other.Epoch() == h.Epoch() {
 			t.Fatal("two hubs share an epoch")
 		}
 	})
@@ -175,7 +175,7 @@ func TestOneSubscriptionManyTargets(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ts := []core.Target{{Name: "a"}, {Name: "b"}, {Name: "c"}, {Name: "a"}}
 		src := coretest.NewScript()
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		var inside, most atomic.Int32
 		rec := coretest.NewRecorder()
@@ -186,7 +186,7 @@ func TestOneSubscriptionManyTargets(t *testing.T) {
 				most.Store(n)
 			}
 			time.Sleep(time.Millisecond)
-			return rec.Update(ctx, u)
+			return rec.Accept(ctx, u)
 		})
 		sub := subscribe(t, h, "many", sink, ts...)
 		if got := sub.Targets(); len(got) != 3 {
@@ -233,8 +233,8 @@ func TestRetryableSinkErrorRetriesNewestStateWithBackoff(t *testing.T) {
 			got = append(got, u)
 			return nil
 		})
-		stats := &core.Stats{}
-		h := core.NewHub(src, core.WithBackoff(time.Second, 8*time.Second), core.WithMetrics(stats))
+		stats := &coretest.Stats{}
+		h := coretest.Hub(t, src, core.WithBackoff(time.Second, 8*time.Second), core.WithMetrics(stats))
 		defer h.Close()
 		subscribe(t, h, "s", sink, svc)
 		synctest.Wait()
@@ -279,14 +279,12 @@ func TestRetryOfOneTargetDoesNotBlockAnother(t *testing.T) {
 		rec := coretest.NewRecorder()
 		sink := core.SinkFunc(func(ctx context.Context, u core.Update) error {
 			if u.Target == a {
-				return core.Retryable(errors.New("a is down"))
+				return core.Retry(errors.New("a is down"), 0)
 			}
-			return rec.Update(ctx, u)
+			return rec.Accept(ctx, u)
 		})
-		p := core.NewPipeline(src, []core.Target{a, b}, []core.NamedSink{core.Named("s", sink)},
-			core.WithBackoff(time.Minute, time.Hour))
-		done := make(chan error, 1)
-		go func() { done <- p.Run(context.Background()) }()
+		h := coretest.Hub(t, src, core.WithBackoff(time.Minute, time.Hour))
+		subscribe(t, h, "s", sink, a, b)
 		synctest.Wait()
 		src.Publish(a, coretest.Set(t, ep("x", "1")))
 		synctest.Wait()
@@ -295,8 +293,7 @@ func TestRetryOfOneTargetDoesNotBlockAnother(t *testing.T) {
 		if _, ok := rec.Last(b); !ok {
 			t.Fatal("b waited for a's backoff")
 		}
-		p.Close()
-		<-done
+		h.Close()
 	})
 }
 
@@ -306,8 +303,8 @@ func TestPermanentSinkErrorKeepsDeltaCumulative(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				src := coretest.NewScript()
 				rec := coretest.NewRecorder()
-				stats := &core.Stats{}
-				h := core.NewHub(src, core.WithMetrics(stats))
+				stats := &coretest.Stats{}
+				h := coretest.Hub(t, src, core.WithMetrics(stats))
 				defer h.Close()
 				subscribe(t, h, "rec", rec, svc)
 				synctest.Wait()
@@ -342,11 +339,11 @@ func TestSinkRetryAfterSetsTheDelay(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				src := coretest.NewScript()
 				rec := coretest.NewRecorder()
-				h := core.NewHub(src, core.WithBackoff(time.Second, time.Second))
+				h := coretest.Hub(t, src, core.WithBackoff(time.Second, time.Second))
 				defer h.Close()
 				subscribe(t, h, "rec", rec, svc)
 				synctest.Wait()
-				rec.FailWith(core.RetryAfter(errors.New("503"), d))
+				rec.FailWith(core.Retry(errors.New("503"), d))
 				src.Publish(svc, coretest.Set(t, ep("a", "1")))
 				synctest.Wait()
 				rec.FailWith(nil)
@@ -363,10 +360,10 @@ func TestSinkRetryAfterSetsTheDelay(t *testing.T) {
 			})
 		})
 	}
-	if d, ok := core.RetryDelay(fmt.Errorf("wrapped: %w", core.RetryAfter(errors.New("x"), time.Minute))); !ok || d != time.Minute {
+	if d, ok := core.RetryDelay(fmt.Errorf("wrapped: %w", core.Retry(errors.New("x"), time.Minute))); !ok || d != time.Minute {
 		t.Fatalf("RetryDelay = %v %v", d, ok)
 	}
-	if core.IsPermanent(core.RetryAfter(core.ErrInvalid, time.Second)) || core.RetryAfter(nil, time.Second) != nil {
+	if core.IsPermanent(core.Retry(core.ErrInvalid, time.Second)) || core.Retry(nil, time.Second) != nil {
 		t.Fatal("RetryAfter must be retryable, and nil for nil")
 	}
 }
@@ -375,8 +372,8 @@ func TestResyncSendsTheFullStateFromNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()
 		rec := coretest.NewRecorder()
-		stats := &core.Stats{}
-		h := core.NewHub(src, core.WithMetrics(stats), core.WithBackoff(time.Second, time.Minute))
+		stats := &coretest.Stats{}
+		h := coretest.Hub(t, src, core.WithMetrics(stats), core.WithBackoff(time.Second, time.Minute))
 		defer h.Close()
 		subscribe(t, h, "rec", rec, svc)
 		synctest.Wait()
@@ -423,7 +420,7 @@ func TestStatesThatCancelOutAreNotDelivered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()
 		g := newGateSink()
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		subscribe(t, h, "g", g, svc)
 		synctest.Wait()
@@ -444,7 +441,7 @@ func TestStatesThatCancelOutAreNotDelivered(t *testing.T) {
 func TestHubSharesFeedsAndStopsWithLastSubscriber(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		const n = 10
 		subs := make([]*core.Subscription, n)
@@ -512,7 +509,7 @@ func TestHubSharesFeedsAndStopsWithLastSubscriber(t *testing.T) {
 func TestLingerKeepsTheFeedForAReturningSubscriber(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()
-		h := core.NewHub(src, core.WithLinger(10*time.Second))
+		h := coretest.Hub(t, src, core.WithLinger(10*time.Second))
 		defer h.Close()
 		for range 5 { // a client that opens and closes connections
 			sub := subscribe(t, h, "conn", coretest.NewRecorder(), svc)
@@ -535,7 +532,7 @@ func TestFailKeepsLastGoodState(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()
 		rec := coretest.NewRecorder()
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		subscribe(t, h, "rec", rec, svc)
 		synctest.Wait()
@@ -596,7 +593,7 @@ func TestWaitSynced(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				src := coretest.NewScript()
-				h := core.NewHub(src)
+				h := coretest.Hub(t, src)
 				defer h.Close()
 				sub := subscribe(t, h, "x", coretest.NewRecorder(), svc)
 				synctest.Wait()
@@ -616,7 +613,7 @@ func TestWaitSynced(t *testing.T) {
 			})
 		})
 	}
-	h := core.NewHub(coretest.NewScript())
+	h := coretest.Hub(t, coretest.NewScript())
 	defer h.Close()
 	if err := h.WaitSynced(context.Background(), svc); !errors.Is(err, core.ErrNotWatched) {
 		t.Fatalf("WaitSynced(unwatched) = %v", err)
@@ -626,7 +623,7 @@ func TestWaitSynced(t *testing.T) {
 func TestMaxStalenessDropsLastGoodState(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()
-		h := core.NewHub(src, core.WithMaxStaleness(30*time.Second))
+		h := coretest.Hub(t, src, core.WithMaxStaleness(30*time.Second))
 		defer h.Close()
 		rec := coretest.NewRecorder()
 		subscribe(t, h, "rec", rec, svc)
@@ -677,7 +674,7 @@ func TestWatchErrorRule(t *testing.T) {
 	}{
 		{name: "unclassified is retried", err: plain, restarts: true},
 		{name: "unavailable is retried", err: fmt.Errorf("list: %w", core.ErrUnavailable), restarts: true},
-		{name: "marked retryable not found is retried", err: core.Retryable(fmt.Errorf("no zone yet: %w", core.ErrNotFound)), restarts: true},
+		{name: "marked retryable not found is retried", err: core.Retry(fmt.Errorf("no zone yet: %w", core.ErrNotFound), 0), restarts: true},
 		{name: "invalid ends", err: fmt.Errorf("bad target: %w", core.ErrInvalid), waitErr: core.ErrInvalid},
 		{name: "not found ends", err: fmt.Errorf("no such service: %w", core.ErrNotFound), waitErr: core.ErrNotFound},
 		{name: "forbidden ends", err: fmt.Errorf("rbac: %w", core.ErrForbidden), waitErr: core.ErrForbidden},
@@ -696,7 +693,7 @@ func TestWatchErrorRule(t *testing.T) {
 					}
 					return tt.err
 				})
-				h := core.NewHub(src, core.WithBackoff(time.Second, time.Minute))
+				h := coretest.Hub(t, src, core.WithBackoff(time.Second, time.Minute))
 				defer h.Close()
 				sub := subscribe(t, h, "x", coretest.NewRecorder(), svc)
 				if tt.restarts {
@@ -747,7 +744,7 @@ func TestSourceRestartedWithBackoff(t *testing.T) {
 			<-ctx.Done()
 			return nil
 		})
-		h := core.NewHub(src, core.WithBackoff(time.Second, time.Minute))
+		h := coretest.Hub(t, src, core.WithBackoff(time.Second, time.Minute))
 		defer h.Close()
 		sub := subscribe(t, h, "rec", coretest.NewRecorder(), svc)
 		synctest.Wait()
@@ -785,7 +782,7 @@ func TestLatePublishOfAnEndedAttemptIsIgnored(t *testing.T) {
 			<-ctx.Done()
 			return nil
 		})
-		h := core.NewHub(src, core.WithBackoff(time.Second, time.Second))
+		h := coretest.Hub(t, src, core.WithBackoff(time.Second, time.Second))
 		defer h.Close()
 		rec := coretest.NewRecorder()
 		sub := subscribe(t, h, "rec", rec, svc)
@@ -802,68 +799,76 @@ func TestLatePublishOfAnEndedAttemptIsIgnored(t *testing.T) {
 	})
 }
 
-func TestPipelineLifecycle(t *testing.T) {
+func TestHubLifecycle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
-		src := core.NewStatic(map[core.Target]core.Set{svc: coretest.Set(t, ep("a", "1"))})
-		p := core.NewPipeline(src, []core.Target{svc, svc}, nil)
-		synced := make(chan error, 1)
-		go func() { synced <- p.WaitSynced(ctx, svc) }() // before Run
-		if err := p.WaitSynced(ctx, core.Target{Name: "other"}); !errors.Is(err, core.ErrNotWatched) {
-			t.Fatalf("WaitSynced(other) = %v", err)
+		src := coretest.NewStatic(map[core.Target]core.Set{svc: coretest.Set(t, ep("a", "1"))})
+		h := coretest.Hub(t, src)
+		if err := h.WaitSynced(ctx, svc); !errors.Is(err, core.ErrNotWatched) {
+			t.Fatalf("WaitSynced before any subscription = %v", err)
 		}
-		done := make(chan error, 1)
-		go func() { done <- p.Run(ctx) }()
-		if err := <-synced; err != nil {
+		rec := coretest.NewRecorder()
+		sub := subscribe(t, h, "rec", rec, svc, svc) // a duplicate target counts once
+		if got := sub.Targets(); len(got) != 1 {
+			t.Fatalf("Targets = %v", got)
+		}
+		if err := sub.WaitSynced(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if st, ok := p.State(svc); !ok || st.Endpoints.Len() != 1 {
+		if st, ok := h.State(svc); !ok || st.Endpoints.Len() != 1 {
 			t.Fatalf("State = %+v, %v", st, ok)
 		}
-		if err := p.Run(ctx); !errors.Is(err, core.ErrAlreadyRunning) {
-			t.Fatalf("second Run = %v", err)
+		if st, ok := sub.State(svc); !ok || st.Endpoints.Len() != 1 {
+			t.Fatalf("Subscription.State = %+v, %v", st, ok)
 		}
-		p.Close()
-		p.Close()
-		if err := <-done; err != nil {
-			t.Fatalf("Run = %v", err)
+		if _, err := h.Subscribe("bad", rec, core.Target{Namespace: "x"}); !errors.Is(err, core.ErrInvalid) {
+			t.Fatalf("Subscribe to an invalid target = %v", err)
 		}
-
-		closed := core.NewPipeline(src, []core.Target{svc}, nil)
-		closed.Close()
-		if err := closed.Run(ctx); !errors.Is(err, core.ErrClosed) {
-			t.Fatalf("Run after Close = %v", err)
+		if _, err := h.Subscribe("none", rec); !errors.Is(err, core.ErrInvalid) {
+			t.Fatalf("Subscribe to no target = %v", err)
 		}
-		bad := core.NewPipeline(src, []core.Target{{Namespace: "x"}}, nil)
-		if err := bad.Run(ctx); !errors.Is(err, core.ErrInvalid) {
-			t.Fatalf("Run with an invalid target = %v", err)
-		}
-
-		// A pipeline on a shared hub shares its feeds and leaves the hub open.
-		h := core.NewHub(src)
-		defer h.Close()
-		rec := coretest.NewRecorder()
-		sub := subscribe(t, h, "other", rec, svc)
-		shared := h.Pipeline([]core.Target{svc}, []core.NamedSink{core.Named("rec", coretest.NewRecorder())})
-		go func() { done <- shared.Run(ctx) }()
-		if err := shared.WaitSynced(ctx, svc); err != nil {
-			t.Fatal(err)
-		}
-		shared.Close()
-		<-done
-		if err := sub.WaitSynced(ctx); err != nil {
-			t.Fatalf("the hub's other subscription after the pipeline ended: %v", err)
+		sub.Close()
+		sub.Close()
+		h.Close()
+		h.Close()
+		if _, err := h.Subscribe("late", rec, svc); !errors.Is(err, core.ErrClosed) {
+			t.Fatalf("Subscribe after Close = %v", err)
 		}
 	})
 }
 
+// A bad option value is an error at construction naming the option and
+// what it allows.
+func TestNewHubRefusesBadOptions(t *testing.T) {
+	src := coretest.NewScript()
+	for _, tc := range []struct {
+		opt  core.Option
+		want string
+	}{
+		{core.WithBackoff(0, time.Second), "WithBackoff(0s, 1s): want 0 < min <= max <= 24h"},
+		{core.WithBackoff(time.Second, time.Millisecond), "WithBackoff(1s, 1ms)"},
+		{core.WithLinger(-time.Second), "WithLinger(-1s): want 0 (off) to 1h0m0s"},
+		{core.WithMaxStaleness(-1), "WithMaxStaleness(-1ns)"},
+	} {
+		if _, err := core.NewHub(src, tc.opt); !errors.Is(err, core.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewHub = %v, want an invalid error saying %q", err, tc.want)
+		}
+	}
+	if _, err := core.NewHub(nil); !errors.Is(err, core.ErrInvalid) {
+		t.Errorf("NewHub(nil) = %v", err)
+	}
+	if _, err := core.NewHub(src, core.WithLogger(nil), core.WithMetrics(nil)); err != nil {
+		t.Errorf("nil logger and metrics mean none: %v", err)
+	}
+}
+
 func TestSubscribeAfterClose(t *testing.T) {
-	h := core.NewHub(coretest.NewScript())
+	h := coretest.Hub(t, coretest.NewScript())
 	h.Close()
 	if _, err := h.Subscribe("x", coretest.NewRecorder(), svc); !errors.Is(err, core.ErrClosed) {
 		t.Fatalf("Subscribe after Close = %v", err)
 	}
-	if _, err := core.NewHub(coretest.NewScript()).Subscribe("x", coretest.NewRecorder(), core.Target{}); !errors.Is(err, core.ErrInvalid) {
+	if _, err := coretest.Hub(t, coretest.NewScript()).Subscribe("x", coretest.NewRecorder(), core.Target{}); !errors.Is(err, core.ErrInvalid) {
 		t.Fatalf("Subscribe to an invalid target = %v", err)
 	}
 }
@@ -872,9 +877,9 @@ func TestStaticSource(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		other := core.Target{Name: "other"}
-		src := core.NewStatic(map[core.Target]core.Set{svc: coretest.Set(t, ep("a", "1"))})
+		src := coretest.NewStatic(map[core.Target]core.Set{svc: coretest.Set(t, ep("a", "1"))})
 		rec := coretest.NewRecorder()
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		subscribe(t, h, "rec", rec, svc, other)
 		if err := h.WaitSynced(ctx, svc); err != nil {
@@ -898,9 +903,9 @@ func TestStaticSource(t *testing.T) {
 
 func TestStatsForgetTarget(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		stats := &core.Stats{}
+		stats := &coretest.Stats{}
 		src := coretest.NewScript()
-		h := core.NewHub(src, core.WithMetrics(stats))
+		h := coretest.Hub(t, src, core.WithMetrics(stats))
 		defer h.Close()
 		rec := coretest.NewRecorder()
 		sub := subscribe(t, h, "rec", rec, svc)
@@ -929,7 +934,7 @@ func TestStatsForgetTarget(t *testing.T) {
 func TestPublishStaleIsNeverFresh(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		src := coretest.NewScript()
-		h := core.NewHub(src)
+		h := coretest.Hub(t, src)
 		defer h.Close()
 		rec := coretest.NewRecorder()
 		subscribe(t, h, "rec", rec, svc)

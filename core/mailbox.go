@@ -79,7 +79,7 @@ func (m *mailbox) start() {
 
 // stop cancels the sink's context and waits for the goroutine, unless it
 // is called from that goroutine (a sink closing its own subscription from
-// inside Update): then the goroutine ends once Update returns. Safe before
+// inside Accept): then the goroutine ends once Accept returns. Safe before
 // start and more than once.
 func (m *mailbox) stop() {
 	m.lifeMu.Lock()
@@ -240,7 +240,7 @@ func (m *mailbox) deliver(l *lane, seq uint64, st State) {
 	if l.accepted {
 		base = l.accSeq
 	}
-	err := m.sink.Update(m.ctx, Update{Target: l.target, Epoch: m.epoch, Seq: seq, BaseSeq: base, State: st, Delta: d})
+	err := m.sink.Accept(m.ctx, Update{Target: l.target, Epoch: m.epoch, Seq: seq, BaseSeq: base, State: st, Delta: d})
 	if err == nil {
 		l.accepted, l.accSeq, l.accState, l.attempt = true, seq, st, 0
 		m.cfg.metrics.UpdateDelivered(m.name, l.target)
@@ -254,7 +254,7 @@ func (m *mailbox) deliver(l *lane, seq uint64, st State) {
 		l.accepted, l.accSeq, l.accState = false, 0, State{}
 		if base != 0 {
 			// Redeliver at once, from nothing.
-			m.cfg.log.Info("core: sink lost its state; resending the full state", zap.String("sink", m.name),
+			m.cfg.Log.Info("core: sink lost its state; resending the full state", zap.String("sink", m.name),
 				zap.Stringer("target", l.target), zap.Uint64("seq", seq), zap.Error(err))
 			m.requeue(l, seq, st, 0)
 			return
@@ -266,16 +266,16 @@ func (m *mailbox) deliver(l *lane, seq uint64, st State) {
 	m.cfg.metrics.SinkError(m.name, l.target, !permanent)
 	if permanent {
 		l.attempt = 0
-		m.cfg.log.Error("core: sink rejected update", zap.String("sink", m.name),
+		m.cfg.Log.Error("core: sink rejected update", zap.String("sink", m.name),
 			zap.Stringer("target", l.target), zap.Uint64("seq", seq), zap.Error(err))
 		return
 	}
-	delay := m.cfg.backoff.Delay(l.attempt)
+	delay := m.cfg.Backoff.Delay(l.attempt)
 	if d, ok := RetryDelay(err); ok {
 		delay = d // the sink's own schedule
 	}
 	l.attempt++
-	m.cfg.log.Warn("core: sink failed; retrying with the newest state", zap.String("sink", m.name),
+	m.cfg.Log.Warn("core: sink failed; retrying with the newest state", zap.String("sink", m.name),
 		zap.Stringer("target", l.target), zap.Uint64("seq", seq), zap.Int("attempt", l.attempt),
 		zap.Duration("backoff", delay), zap.Error(err))
 	m.requeue(l, seq, st, delay)

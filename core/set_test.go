@@ -8,6 +8,7 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/route"
 )
 
 func ep(id string, addrs ...string) *core.Endpoint {
@@ -124,7 +125,7 @@ func TestEndpointEqual(t *testing.T) {
 	full := func() *core.Endpoint {
 		return &core.Endpoint{ID: "a", Name: "pod-a", Addresses: []string{"10.0.0.1", "fd00::1"}, Port: 80,
 			Hostname: "h", Node: "n", Zone: "z", ZoneHints: []string{"z"}, Weight: 3,
-			Labels: map[string]string{"k": "v"}, Conditions: core.Conditions{Ready: core.Bool(true)}}
+			Labels: map[string]string{"k": "v"}, Conditions: core.Conditions{Ready: new(true)}}
 	}
 	mods := map[string]func(*core.Endpoint){
 		"name": func(e *core.Endpoint) { e.Name = "x" }, "address": func(e *core.Endpoint) { e.Addresses = []string{"10.0.0.1"} },
@@ -132,9 +133,9 @@ func TestEndpointEqual(t *testing.T) {
 		"node": func(e *core.Endpoint) { e.Node = "x" }, "zone": func(e *core.Endpoint) { e.Zone = "x" },
 		"hints": func(e *core.Endpoint) { e.ZoneHints = nil }, "weight": func(e *core.Endpoint) { e.Weight = 1 },
 		"labels":      func(e *core.Endpoint) { e.Labels = map[string]string{"k": "w"} },
-		"ready":       func(e *core.Endpoint) { e.Conditions.Ready = core.Bool(false) },
-		"serving":     func(e *core.Endpoint) { e.Conditions.Serving = core.Bool(false) },
-		"terminating": func(e *core.Endpoint) { e.Conditions.Terminating = core.Bool(true) },
+		"ready":       func(e *core.Endpoint) { e.Conditions.Ready = new(false) },
+		"serving":     func(e *core.Endpoint) { e.Conditions.Serving = new(false) },
+		"terminating": func(e *core.Endpoint) { e.Conditions.Terminating = new(true) },
 	}
 	if !full().Equal(full()) {
 		t.Fatal("equal endpoints differ")
@@ -149,7 +150,7 @@ func TestEndpointEqual(t *testing.T) {
 	// Unset conditions equal their defaults.
 	a, b := full(), full()
 	a.Conditions = core.Conditions{}
-	b.Conditions = core.Conditions{Ready: core.Bool(true), Serving: core.Bool(true), Terminating: core.Bool(false)}
+	b.Conditions = core.Conditions{Ready: new(true), Serving: new(true), Terminating: new(false)}
 	if !a.Equal(b) {
 		t.Fatal("unset conditions differ from their defaults")
 	}
@@ -174,7 +175,7 @@ func TestHostPorts(t *testing.T) {
 
 func TestSetJSON(t *testing.T) {
 	s, err := core.NewSet(ep("b", "10.0.0.2"), &core.Endpoint{ID: "a", Addresses: []string{"10.0.0.1", "fd00::1"},
-		Conditions: core.Conditions{Terminating: core.Bool(true)}, Labels: map[string]string{"k": "v"}})
+		Conditions: core.Conditions{Terminating: new(true)}, Labels: map[string]string{"k": "v"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestSetJSON(t *testing.T) {
 }
 
 func TestRoutable(t *testing.T) {
-	f, tr := core.Bool(false), core.Bool(true)
+	f, tr := new(false), new(true)
 	ready := &core.Endpoint{ID: "ready", Addresses: []string{"1"}}
 	notReady := &core.Endpoint{ID: "starting", Addresses: []string{"2"}, Conditions: core.Conditions{Ready: f, Serving: f}}
 	draining := &core.Endpoint{ID: "draining", Addresses: []string{"3"}, Conditions: core.Conditions{Ready: f, Serving: tr, Terminating: tr}}
@@ -225,7 +226,7 @@ func TestRoutable(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
-			for _, e := range core.Routable(coretest.Set(t, tt.in...)) {
+			for _, e := range route.Routable(coretest.Set(t, tt.in...)) {
 				got = append(got, e.ID)
 			}
 			if strings.Join(got, ",") != tt.want {

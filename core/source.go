@@ -1,10 +1,6 @@
 package core
 
-import (
-	"context"
-	"fmt"
-	"sync"
-)
+import "context"
 
 // Source discovers the endpoints of targets.
 type Source interface {
@@ -64,73 +60,4 @@ type SourceFunc func(ctx context.Context, target Target, pub Publisher) error
 // Watch calls f.
 func (f SourceFunc) Watch(ctx context.Context, target Target, pub Publisher) error {
 	return f(ctx, target, pub)
-}
-
-// Static is a Source of fixed endpoints, for tests and simple setups. Its
-// sets can be replaced at run time with Set; a target it does not know fails
-// with ErrNotFound. Safe for concurrent use; the zero value is not usable,
-// call NewStatic.
-type Static struct {
-	mu      sync.Mutex
-	sets    map[Target]Set
-	watches map[Target]map[*staticWatch]struct{}
-}
-
-type staticWatch struct{ pub Publisher }
-
-var _ Source = (*Static)(nil)
-
-// NewStatic returns a static source serving sets.
-func NewStatic(sets map[Target]Set) *Static {
-	s := &Static{sets: make(map[Target]Set, len(sets)), watches: map[Target]map[*staticWatch]struct{}{}}
-	for t, set := range sets {
-		s.sets[t] = set
-	}
-	return s
-}
-
-// Set replaces the endpoints of target and publishes them to running watches.
-func (s *Static) Set(target Target, set Set) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sets[target] = set
-	for w := range s.watches[target] {
-		w.pub.Publish(set)
-	}
-}
-
-// Delete forgets target; running watches of it fail with ErrNotFound.
-func (s *Static) Delete(target Target) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.sets, target)
-	for w := range s.watches[target] {
-		w.pub.Fail(fmt.Errorf("core: static source has no target %s: %w", target, ErrNotFound))
-	}
-}
-
-// Watch publishes the target's set, then every replacement, until ctx is done.
-func (s *Static) Watch(ctx context.Context, target Target, pub Publisher) error {
-	w := &staticWatch{pub: pub}
-	s.mu.Lock()
-	if s.watches[target] == nil {
-		s.watches[target] = map[*staticWatch]struct{}{}
-	}
-	s.watches[target][w] = struct{}{}
-	if set, ok := s.sets[target]; ok {
-		pub.Publish(set)
-	} else {
-		pub.Fail(fmt.Errorf("core: static source has no target %s: %w", target, ErrNotFound))
-	}
-	s.mu.Unlock()
-
-	<-ctx.Done()
-
-	s.mu.Lock()
-	delete(s.watches[target], w)
-	if len(s.watches[target]) == 0 {
-		delete(s.watches, target)
-	}
-	s.mu.Unlock()
-	return nil
 }

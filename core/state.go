@@ -69,11 +69,11 @@ func (s Staleness) sameAs(o Staleness) bool {
 	return s.Since.Equal(o.Since) && s.Reason == o.Reason && s.Kind == o.Kind && s.Dropped == o.Dropped
 }
 
-// Update is what a sink receives: the new complete state of one target and
-// the delta from the last update of that target this sink accepted. Updates
-// are values; their slices and endpoints are shared and must not be
-// modified. JSON encodes an Update in the full form of the wire schema (see
-// WireUpdate).
+// Update is what a sink receives: the new complete state of one target and,
+// embedded, the Delta from the last update of that target this sink
+// accepted. Updates are values; their slices and endpoints are shared and
+// must not be modified. Across a process boundary an Update travels in
+// package wire's form.
 type Update struct {
 	// Target the update is about.
 	Target Target `json:"target"`

@@ -10,17 +10,17 @@ replace (
 )
 
 require (
-	github.com/disco-lb/disco/core v0.2.0
-	github.com/disco-lb/disco/sinks/connpool v0.2.0
-	github.com/disco-lb/disco/sinks/grpcresolver v0.2.0
-	github.com/disco-lb/disco/sources/kubernetes v0.2.0
+	github.com/disco-lb/disco/core v0.3.0
+	github.com/disco-lb/disco/sinks/connpool v0.3.0
+	github.com/disco-lb/disco/sinks/grpcresolver v0.3.0
+	github.com/disco-lb/disco/sources/kubernetes v0.3.0
 	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
 
 require (
-	github.com/disco-lb/disco/sources/kubernetes/kubetest v0.2.0
+	github.com/disco-lb/disco/sources/kubernetes/kubetest v0.3.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/standard-webhooks/standard-webhooks/libraries v1.3.0
@@ -48,10 +48,10 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
-	github.com/disco-lb/disco/core/plugin v0.2.0
-	github.com/disco-lb/disco/sinks/webhook v0.2.0
-	github.com/disco-lb/disco/sources/dns v0.2.0
-	github.com/disco-lb/disco/sources/file v0.2.0
+	github.com/disco-lb/disco/core/plugin v0.3.0
+	github.com/disco-lb/disco/sinks/webhook v0.3.0
+	github.com/disco-lb/disco/sources/dns v0.3.0
+	github.com/disco-lb/disco/sources/file v0.3.0
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.0 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect

@@ -35,7 +35,7 @@ func NewRecorder() *Recorder { return &Recorder{changed: make(chan struct{})} }
 
 // Update implements core.Sink: it waits while the recorder is blocked (or
 // until ctx ends), then fails with the configured error or records u.
-func (r *Recorder) Update(ctx context.Context, u core.Update) error {
+func (r *Recorder) Accept(ctx context.Context, u core.Update) error {
 	r.mu.Lock()
 	gate := r.gate
 	r.mu.Unlock()
@@ -159,12 +159,23 @@ func (r *Recorder) WaitState(ctx context.Context, t core.Target, cond func(core.
 	return last, err
 }
 
+// Hub returns a new hub over src, closed when the test ends; an error of
+// NewHub fails the test.
+func Hub(tb testing.TB, src core.Source, opts ...core.Option) *core.Hub {
+	tb.Helper()
+	hub, err := core.NewHub(src, opts...)
+	if err != nil {
+		tb.Fatalf("coretest: %v", err)
+	}
+	tb.Cleanup(func() { hub.Close() })
+	return hub
+}
+
 // Watch subscribes a new Recorder to targets through a new hub over src,
 // closed when the test ends.
 func Watch(tb testing.TB, src core.Source, targets ...core.Target) (*core.Subscription, *Recorder) {
 	tb.Helper()
-	hub := core.NewHub(src)
-	tb.Cleanup(func() { hub.Close() })
+	hub := Hub(tb, src)
 	rec := NewRecorder()
 	sub, err := hub.Subscribe("recorder", rec, targets...)
 	if err != nil {
@@ -343,4 +354,34 @@ func Set(tb testing.TB, eps ...*core.Endpoint) core.Set {
 		tb.Fatalf("coretest: %v", err)
 	}
 	return s
+}
+
+// States turns fuzz input into a sequence of sets, each derived from the
+// previous by puts (new versions of up to 16 IDs, some not ready) and
+// removals: the input of a fuzz test of a sink or of anything that diffs.
+func States(t testing.TB, data []byte) []core.Set {
+	var out []core.Set
+	var cur core.Set
+	for i := 0; i+1 < len(data); i += 2 {
+		op, arg := data[i], data[i+1]
+		id := fmt.Sprintf("e%02d", arg%16)
+		var err error
+		switch op % 4 {
+		case 0, 1: // put a version of id
+			e := &core.Endpoint{ID: id, Addresses: []string{fmt.Sprintf("10.0.%d.%d", arg%16, op/4)}, Port: 80}
+			if op%8 == 1 {
+				e.Conditions.Ready = new(false)
+			}
+			cur, err = cur.With(e)
+		case 2:
+			cur = cur.Without(id)
+		case 3: // emit a state
+			out = append(out, cur)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return append(out, cur)
 }

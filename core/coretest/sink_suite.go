@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 )
 
 // SinkHarness builds and observes sinks under the sink conformance suite
@@ -45,7 +46,7 @@ type SinkHarness interface {
 //     unsynced state changing nothing;
 //   - conditions (for a routing sink: kube-proxy's terminating fallback);
 //   - several targets at once (if the sink serves several);
-//   - returning promptly when its context is cancelled (blocking in Update
+//   - returning promptly when its context is cancelled (blocking in Accept
 //     is allowed, ignoring cancellation is not);
 //   - a burst of states through a real Hub ending in the last one.
 func TestSink(t *testing.T, h SinkHarness) {
@@ -87,7 +88,7 @@ func (f *feeder) next(tg core.Target, st core.State, fromNothing bool) core.Upda
 // deliver hands u to sink and records it as accepted.
 func (f *feeder) deliver(t *testing.T, sink core.Sink, u core.Update) {
 	t.Helper()
-	if err := sink.Update(context.Background(), u); err != nil {
+	if err := sink.Accept(context.Background(), u); err != nil {
 		t.Fatalf("coretest: Update(%s seq %d) = %v", u.Target, u.Seq, err)
 	}
 	f.acc[u.Target] = u
@@ -111,14 +112,14 @@ func endpoint(id string, n int) *core.Endpoint {
 
 func withConditions(e *core.Endpoint, ready, serving, terminating bool) *core.Endpoint {
 	c := *e
-	c.Conditions = core.Conditions{Ready: core.Bool(ready), Serving: core.Bool(serving), Terminating: core.Bool(terminating)}
+	c.Conditions = core.Conditions{Ready: new(ready), Serving: new(serving), Terminating: new(terminating)}
 	return &c
 }
 
 // expect returns what h's sinks should act on for st.
 func expect(h SinkHarness, st core.State) []string {
 	if h.Routes() {
-		s, _ := core.NewSet(core.Routable(st.Endpoints)...)
+		s, _ := core.NewSet(route.Routable(st.Endpoints)...)
 		return HostPorts(s)
 	}
 	return HostPorts(st.Endpoints)
@@ -203,7 +204,7 @@ func sinkEdgeStates(t *testing.T, h SinkHarness) {
 	sink, f := h.NewSink(t), newFeeder()
 	a, b := endpoint("a", 1), endpoint("b", 2)
 	// Not synced yet: nothing to act on, whatever the sink returns.
-	_ = sink.Update(context.Background(), f.next(sinkTarget, core.State{}, false))
+	_ = sink.Accept(context.Background(), f.next(sinkTarget, core.State{}, false))
 	waitObserve(t, h, sink, sinkTarget, nil, "before the first sync")
 	st := synced(t, a, b)
 	f.send(t, sink, sinkTarget, st)
@@ -255,7 +256,7 @@ func sinkCancelled(t *testing.T, h SinkHarness) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	done := make(chan error, 1)
-	go func() { done <- sink.Update(ctx, f.next(sinkTarget, synced(t, endpoint("a", 1)), false)) }()
+	go func() { done <- sink.Accept(ctx, f.next(sinkTarget, synced(t, endpoint("a", 1)), false)) }()
 	select {
 	case <-done:
 	case <-time.After(h.Timeout()):
@@ -266,8 +267,7 @@ func sinkCancelled(t *testing.T, h SinkHarness) {
 func sinkThroughHub(t *testing.T, h SinkHarness) {
 	sink := h.NewSink(t)
 	src := NewScript()
-	hub := core.NewHub(src)
-	t.Cleanup(func() { hub.Close() })
+	hub := Hub(t, src)
 	if _, err := hub.Subscribe("conformance", sink, sinkTarget); err != nil {
 		t.Fatal(err)
 	}

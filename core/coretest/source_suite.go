@@ -144,8 +144,7 @@ func (p spyPublisher) Fail(err error) { p.pub.Fail(err) }
 func watch(t *testing.T, src core.Source, targets ...core.Target) *watched {
 	t.Helper()
 	sp := &spy{src: src, log: map[core.Target][][]string{}}
-	w := &watched{hub: core.NewHub(sp), rec: NewRecorder(), spy: sp}
-	t.Cleanup(func() { w.hub.Close() })
+	w := &watched{hub: Hub(t, sp), rec: NewRecorder(), spy: sp}
 	sub, err := w.hub.Subscribe("conformance", w.rec, targets...)
 	if err != nil {
 		t.Fatalf("coretest: subscribe: %v", err)

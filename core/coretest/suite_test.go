@@ -17,13 +17,15 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/route"
+	"github.com/disco-lb/disco/core/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// staticHarness runs the source suite against core.Static.
+// staticHarness runs the source suite against coretest.Static.
 type staticHarness struct {
-	src *core.Static
+	src *coretest.Static
 	n   atomic.Int32
 }
 
@@ -49,25 +51,27 @@ func (h *staticHarness) Missing(*testing.T) (core.Target, error, bool) {
 }
 
 func TestStaticPassesTheSourceSuite(t *testing.T) {
-	coretest.TestSource(t, &staticHarness{src: core.NewStatic(nil)})
+	coretest.TestSource(t, &staticHarness{src: coretest.NewStatic(nil)})
 }
 
 // wireSink sends every update over JSON in the delta form to a Replica, as
 // a webhook receiver or a plugin would: the suite checks the wire contract.
 type wireSink struct {
-	r *core.Replica
+	r *wire.Replica
 }
 
-func (s *wireSink) Update(ctx context.Context, u core.Update) error {
-	b, err := json.Marshal(u.Wire(core.DeltaForm))
+func (s *wireSink) Accept(ctx context.Context, u core.Update) error {
+	b, err := json.Marshal(wire.From(u, wire.DeltaForm))
 	if err != nil {
 		return err
 	}
-	w, err := core.DecodeWire(b)
+	w, err := wire.Decode(b)
 	if err != nil {
 		return err
 	}
-	if _, err := s.r.Apply(w); err != nil && !errors.Is(err, core.ErrDuplicate) {
+	if u, err := s.r.Next(w); err == nil {
+		s.r.Commit(u)
+	} else if err != nil && !errors.Is(err, wire.ErrDuplicate) {
 		return err
 	}
 	return nil
@@ -75,7 +79,7 @@ func (s *wireSink) Update(ctx context.Context, u core.Update) error {
 
 type wireHarness struct{}
 
-func (wireHarness) NewSink(*testing.T) core.Sink { return &wireSink{r: core.NewReplica()} }
+func (wireHarness) NewSink(*testing.T) core.Sink { return &wireSink{r: wire.NewReplica()} }
 func (wireHarness) Observe(t *testing.T, s core.Sink, tg core.Target) []string {
 	st, _, _, _ := s.(*wireSink).r.State(tg)
 	var out []string
@@ -97,11 +101,11 @@ type routingSink struct {
 	m  map[core.Target][]*core.Endpoint
 }
 
-func (s *routingSink) Update(ctx context.Context, u core.Update) error {
+func (s *routingSink) Accept(ctx context.Context, u core.Update) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if u.State.Synced {
-		s.m[u.Target] = core.Routable(u.State.Endpoints)
+		s.m[u.Target] = route.Routable(u.State.Endpoints)
 	}
 	return nil
 }
@@ -134,7 +138,7 @@ type ghostSink struct {
 	m  map[core.Target]map[string]*core.Endpoint
 }
 
-func (s *ghostSink) Update(ctx context.Context, u core.Update) error {
+func (s *ghostSink) Accept(ctx context.Context, u core.Update) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	held := s.m[u.Target]
@@ -173,7 +177,7 @@ func (ghostHarness) Timeout() time.Duration { return 200 * time.Millisecond }
 
 // partialSource publishes a target's endpoints one at a time: the suite
 // must catch the partial sets.
-type partialSource struct{ static *core.Static }
+type partialSource struct{ static *coretest.Static }
 
 func (p partialSource) Watch(ctx context.Context, tg core.Target, pub core.Publisher) error {
 	return p.static.Watch(ctx, tg, partialPublisher{pub})
@@ -206,7 +210,7 @@ func TestBrokenImplementationsFailTheSuites(t *testing.T) {
 		case "sink":
 			coretest.TestSink(t, ghostHarness{})
 		case "source":
-			coretest.TestSource(t, partialHarness{&staticHarness{src: core.NewStatic(nil)}})
+			coretest.TestSource(t, partialHarness{&staticHarness{src: coretest.NewStatic(nil)}})
 		}
 		return
 	}

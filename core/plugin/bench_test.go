@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/core/plugin"
 )
 
@@ -78,7 +79,7 @@ func BenchmarkUpdateLatency(b *testing.B) {
 		for _, where := range []string{"in-process", "plugin"} {
 			b.Run(fmt.Sprintf("%s-%d", where, n), func(b *testing.B) {
 				src := benchSource(b, where)
-				hub := core.NewHub(src)
+				hub := coretest.Hub(b, src)
 				defer hub.Close()
 				lat := make(chan time.Duration, 1<<16)
 				sub, err := hub.Subscribe("bench", core.SinkFunc(func(_ context.Context, u core.Update) error {
@@ -126,7 +127,7 @@ func BenchmarkStartToSynced(b *testing.B) {
 					}
 					src, closer = s, s.Close
 				}
-				hub := core.NewHub(src)
+				hub := coretest.Hub(b, src)
 				tg := core.Target{Name: "n1000", Port: "1000"}
 				sub, err := hub.Subscribe("bench", core.SinkFunc(func(context.Context, core.Update) error { return nil }), tg)
 				if err != nil {
@@ -152,7 +153,7 @@ func BenchmarkStartToSynced(b *testing.B) {
 // receives; and the host's heap in use with a 10,000-endpoint target.
 func BenchmarkHostHeap(b *testing.B) {
 	src := benchSource(b, "plugin")
-	hub := core.NewHub(src)
+	hub := coretest.Hub(b, src)
 	defer hub.Close()
 	sub, err := hub.Subscribe("bench", core.SinkFunc(func(context.Context, core.Update) error { return nil }), core.Target{Name: "n10000", Port: "1000"})
 	if err != nil {

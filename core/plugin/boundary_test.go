@@ -62,7 +62,7 @@ func starts(dir string) int { return len(readLines(filepath.Join(dir, "starts"))
 // retried by the hub with a backoff; the plugin process is never touched.
 func TestRetryableSourceErrorKeepsThePlugin(t *testing.T) {
 	src, dir := newPluginSource(t)
-	hub := core.NewHub(src, core.WithBackoff(10*time.Millisecond, 40*time.Millisecond))
+	hub := coretest.Hub(t, src, core.WithBackoff(10*time.Millisecond, 40*time.Millisecond))
 	defer hub.Close()
 	tg := core.Target{Name: "flaky"}
 	rec := coretest.NewRecorder()
@@ -100,7 +100,7 @@ func TestRetryableSinkErrorKeepsThePlugin(t *testing.T) {
 	}
 	defer sink.Close()
 	tg := core.Target{Name: "flaky"}
-	hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{tg: coreSet("10.0.0.1:80")}), core.WithBackoff(10*time.Millisecond, 40*time.Millisecond))
+	hub := coretest.Hub(t, coretest.NewStatic(map[core.Target]core.Set{tg: coreSet("10.0.0.1:80")}), core.WithBackoff(10*time.Millisecond, 40*time.Millisecond))
 	defer hub.Close()
 	sub, err := hub.Subscribe("plugin", sink, tg)
 	if err != nil {
@@ -126,7 +126,7 @@ func TestSinkErrorsCrossAsData(t *testing.T) {
 	set := coreSet("10.0.0.1:80")
 	update := func(name string) error {
 		tg := core.Target{Name: name}
-		return sink.Update(context.Background(), core.Update{Target: tg, Epoch: "e", Seq: 1,
+		return sink.Accept(context.Background(), core.Update{Target: tg, Epoch: "e", Seq: 1,
 			State: core.State{Endpoints: set, Synced: true}, Delta: core.Delta{Added: set.Slice()}})
 	}
 	for _, tc := range []struct {
@@ -136,10 +136,10 @@ func TestSinkErrorsCrossAsData(t *testing.T) {
 		{"err-permanent", func(err error) bool { return core.IsPermanent(err) && core.KindOf(err) == core.KindUnavailable }},
 		{"err-retryafter", func(err error) bool {
 			d, ok := core.RetryDelay(err)
-			return ok && d == 1500*time.Millisecond && core.IsRetryable(err)
+			return ok && d == 1500*time.Millisecond && !core.IsPermanent(err)
 		}},
 		{"err-notfound", func(err error) bool { return errors.Is(err, core.ErrNotFound) && core.IsPermanent(err) }},
-		{"err-resync", func(err error) bool { return errors.Is(err, core.ErrResync) && core.IsRetryable(err) }},
+		{"err-resync", func(err error) bool { return errors.Is(err, core.ErrResync) && !core.IsPermanent(err) }},
 	} {
 		err := update(tc.name)
 		if err == nil || !tc.check(err) || !strings.Contains(err.Error(), self(t)) {
@@ -165,7 +165,7 @@ func TestLargeTargetsCross(t *testing.T) {
 		}
 		defer sink.Close()
 		tg := core.Target{Name: "big"}
-		hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{tg: set}))
+		hub := coretest.Hub(t, coretest.NewStatic(map[core.Target]core.Set{tg: set}))
 		defer hub.Close()
 		sub, err := hub.Subscribe("plugin", sink, tg)
 		if err != nil {
@@ -216,7 +216,7 @@ func TestOversizedUpdateIsPermanent(t *testing.T) {
 	}
 	defer sink.Close()
 	set := podLikeSet(t, 30_000)
-	err = sink.Update(context.Background(), core.Update{Target: core.Target{Name: "big"}, Epoch: "e", Seq: 1,
+	err = sink.Accept(context.Background(), core.Update{Target: core.Target{Name: "big"}, Epoch: "e", Seq: 1,
 		State: core.State{Endpoints: set, Synced: true}, Delta: core.Delta{Added: set.Slice()}})
 	if err == nil || !core.IsPermanent(err) || !strings.Contains(err.Error(), "message limit") {
 		t.Fatalf("Update of 30,000 endpoints over a 512 KiB limit = %v, want a permanent error naming the limit", err)
@@ -234,8 +234,8 @@ func TestReplayNeverGoesBackInTime(t *testing.T) {
 	}
 	defer sink.Close()
 	tg := core.Target{Name: "persist"}
-	src := core.NewStatic(map[core.Target]core.Set{tg: coreSet("10.0.0.1:80")})
-	hub := core.NewHub(src)
+	src := coretest.NewStatic(map[core.Target]core.Set{tg: coreSet("10.0.0.1:80")})
+	hub := coretest.Hub(t, src)
 	defer hub.Close()
 	sub, err := hub.Subscribe("plugin", sink, tg)
 	if err != nil {
@@ -315,7 +315,7 @@ func TestNoProgressIsVisibleThenRestarted(t *testing.T) {
 		}
 		defer sink.Close()
 		tg := core.Target{Name: "frozen"}
-		hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{tg: coreSet("10.0.0.1:80")}))
+		hub := coretest.Hub(t, coretest.NewStatic(map[core.Target]core.Set{tg: coreSet("10.0.0.1:80")}))
 		defer hub.Close()
 		sub, err := hub.Subscribe("plugin", sink, tg)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/plugin/internal/pb"
+	"github.com/disco-lb/disco/core/wire"
 )
 
 func targetToPB(t core.Target) *pb.Target {
@@ -70,7 +71,7 @@ func endpointsFromPB(eps []*pb.Endpoint) ([]*core.Endpoint, error) {
 	return out, nil
 }
 
-func wireToPB(w core.WireUpdate) *pb.UpdateRequest {
+func wireToPB(w wire.Message) *pb.UpdateRequest {
 	p := &pb.UpdateRequest{
 		Target: targetToPB(w.Target), Epoch: w.Epoch, Seq: w.Seq, BaseSeq: w.BaseSeq, Synced: w.Synced, Ended: w.Ended,
 		Count: uint32(w.Count), Added: endpointsToPB(w.Added), Changed: endpointsToPB(w.Changed), Removed: w.Removed,
@@ -85,17 +86,17 @@ func wireToPB(w core.WireUpdate) *pb.UpdateRequest {
 	return p
 }
 
-func wireFromPB(p *pb.UpdateRequest) (core.WireUpdate, error) {
-	w := core.WireUpdate{
-		Schema: core.WireSchema, Target: targetFromPB(p.Target), Epoch: p.Epoch, Seq: p.Seq, BaseSeq: p.BaseSeq,
+func wireFromPB(p *pb.UpdateRequest) (wire.Message, error) {
+	w := wire.Message{
+		Schema: wire.Schema, Target: targetFromPB(p.Target), Epoch: p.Epoch, Seq: p.Seq, BaseSeq: p.BaseSeq,
 		Synced: p.Synced, Ended: p.Ended, Count: int(p.Count), Removed: p.Removed,
 	}
 	var err error
 	if w.Added, err = endpointsFromPB(p.Added); err != nil {
-		return core.WireUpdate{}, err
+		return wire.Message{}, err
 	}
 	if w.Changed, err = endpointsFromPB(p.Changed); err != nil {
-		return core.WireUpdate{}, err
+		return wire.Message{}, err
 	}
 	if s := p.Stale; s != nil {
 		w.Stale = &core.Staleness{Since: time.Unix(0, s.SinceUnixNano), Reason: s.Reason, Kind: kindFromPB(s.Kind), Dropped: s.Dropped}
@@ -103,11 +104,11 @@ func wireFromPB(p *pb.UpdateRequest) (core.WireUpdate, error) {
 	if p.Full {
 		eps, err := endpointsFromPB(p.Endpoints)
 		if err != nil {
-			return core.WireUpdate{}, err
+			return wire.Message{}, err
 		}
 		set, err := core.NewSet(eps...)
 		if err != nil {
-			return core.WireUpdate{}, err
+			return wire.Message{}, err
 		}
 		w.Endpoints = &set
 	}
@@ -174,10 +175,10 @@ func errorFromPB(name string, e *pb.Error) error {
 	case pb.Retry_RETRY_PERMANENT:
 		err = core.Permanent(err)
 	case pb.Retry_RETRY_RETRYABLE:
-		err = core.Retryable(err)
+		err = core.Retry(err, 0)
 	}
 	if e.RetryAfterMillis != nil {
-		err = core.RetryAfter(err, time.Duration(*e.RetryAfterMillis)*time.Millisecond)
+		err = core.Retry(err, time.Duration(*e.RetryAfterMillis)*time.Millisecond)
 	}
 	return err
 }

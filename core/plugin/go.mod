@@ -3,7 +3,7 @@ module github.com/disco-lb/disco/core/plugin
 go 1.26.0
 
 require (
-	github.com/disco-lb/disco/core v0.2.0
+	github.com/disco-lb/disco/core v0.3.0
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-plugin v1.8.0
 	go.uber.org/goleak v1.3.0

@@ -22,16 +22,18 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
 	"github.com/disco-lb/disco/core/plugin/internal/pb"
+	"github.com/disco-lb/disco/core/wire"
 )
 
-// Option configures a plugin host.
-type Option func(*config)
+// Option configures a plugin host. A value out of range makes NewSource
+// or NewSink fail with an error naming the option and what it allows.
+type Option = kit.Option[*config]
 
 type config struct {
+	kit.Common   // WithLogger; WithRestart's backoff
 	args         []string
-	log          *zap.Logger
-	backoff      core.Backoff
 	maxRestarts  int
 	healthyAfter time.Duration
 	startTimeout time.Duration
@@ -41,65 +43,57 @@ type config struct {
 }
 
 // WithArgs sets the plugin binary's arguments.
-func WithArgs(args ...string) Option { return func(c *config) { c.args = args } }
-
-// WithLogger sets the host's logger; the plugin's own log lines (hclog
-// JSON on its stderr, see Logger) arrive through it, named after the
-// binary, at their level, and so do the lines it prints on stdout.
-func WithLogger(l *zap.Logger) Option {
-	return func(c *config) {
-		if l != nil {
-			c.log = l
-		}
-	}
+func WithArgs(args ...string) Option {
+	return func(c *config) error { c.args = args; return nil }
 }
 
+// WithLogger sets the host's logger (nil: none); the plugin's own log lines
+// (hclog JSON on its stderr, see Logger) arrive through it, named after the
+// binary, at their level, and so do the lines it prints on stdout.
+var WithLogger = kit.WithLogger[*config]
+
 // WithRestart sets the jittered backoff between restarts of a plugin that
-// exited or hung (default 100ms to 5s), and how many restarts in a row
-// (each run ended within a minute of its start) are tried before the host
-// gives up on the binary (default 5): its watches then end, its sink
-// fails, with an error naming the binary, how many times it was started
-// and its last failure.
+// exited or hung (0 < min <= max <= 24h; default 100ms to 5s), and how many
+// restarts in a row (each run ended within a minute of its start) are tried
+// before the host gives up on the binary (1 to 1000; default 5): its
+// watches then end, its sink fails, with an error naming the binary, how
+// many times it was started and its last failure.
 func WithRestart(min, max time.Duration, maxRestarts int) Option {
-	return func(c *config) {
-		c.backoff = core.Backoff{Min: min, Max: max}
-		if maxRestarts > 0 {
-			c.maxRestarts = maxRestarts
+	return func(c *config) error {
+		if err := kit.CheckBackoff("WithRestart", min, max); err != nil {
+			return err
 		}
+		if err := kit.Between("WithRestart", maxRestarts, 1, 1000); err != nil {
+			return err
+		}
+		c.Backoff, c.maxRestarts = kit.Backoff{Min: min, Max: max}, maxRestarts
+		return nil
 	}
 }
 
 // WithHealthCheck sets how often the host checks that the plugin answers
-// (default 1s); one that does not answer within that time is killed and
-// restarted.
+// (more than 0, at most 1h; default 1s); one that does not answer within
+// that time is killed and restarted.
 func WithHealthCheck(every time.Duration) Option {
-	return func(c *config) {
-		if every > 0 {
-			c.health = every
-		}
-	}
+	return kit.Checked(kit.Positive("WithHealthCheck", every, time.Hour), func(c *config) { c.health = every })
 }
 
-// WithProgressTimeout bounds how long a plugin may make no progress
-// (default 1m; 0 turns the bound off): a source plugin that sends nothing
-// for a new watch, or a sink plugin that does not answer an update, within
-// d. The target is marked stale (a source) or the update failed (a sink),
-// and the plugin is killed and restarted: a plugin stuck inside its Watch
-// or Update answers its health check all the same.
+// WithProgressTimeout bounds how long a plugin may make no progress (0 to
+// 24h; default 1m; 0 turns the bound off): a source plugin that sends
+// nothing for a new watch, or a sink plugin that does not answer an update,
+// within d. The target is marked stale (a source) or the update failed (a
+// sink), and the plugin is killed and restarted: a plugin stuck inside its
+// Watch or Accept answers its health check all the same.
 func WithProgressTimeout(d time.Duration) Option {
-	return func(c *config) { c.progress = max(d, 0) }
+	return kit.Checked(kit.NonNegative("WithProgressTimeout", d, 24*time.Hour), func(c *config) { c.progress = d })
 }
 
 // WithMaxMessageSize bounds one message between the host and the plugin
-// (default, and at most, 2 GiB - 1, protobuf's own limit; gRPC's 4 MiB
-// default is raised on both sides). An update larger than that fails with
-// a permanent error saying so, rather than being retried for ever.
+// (64 KiB to 2 GiB - 1, protobuf's own limit, which is the default; gRPC's
+// 4 MiB default is raised on both sides). An update larger than that fails
+// with a permanent error saying so, rather than being retried for ever.
 func WithMaxMessageSize(bytes int) Option {
-	return func(c *config) {
-		if bytes > 0 {
-			c.maxMsg = min(bytes, math.MaxInt32)
-		}
-	}
+	return kit.Checked(kit.Between("WithMaxMessageSize", bytes, 64<<10, math.MaxInt32), func(c *config) { c.maxMsg = bytes })
 }
 
 // ErrGaveUp is wrapped by the errors of a plugin the host stopped
@@ -133,12 +127,12 @@ type proc struct {
 }
 
 func newProc(path, kind string, opts []Option) (*proc, error) {
-	c := config{log: zap.NewNop(), backoff: core.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}, maxRestarts: 5,
-		healthyAfter: time.Minute, startTimeout: 10 * time.Second, health: time.Second, progress: time.Minute, maxMsg: math.MaxInt32}
-	for _, o := range opts {
-		o(&c)
+	c := config{Common: kit.Common{Log: zap.NewNop(), Backoff: kit.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}},
+		maxRestarts: 5, healthyAfter: time.Minute, startTimeout: 10 * time.Second, health: time.Second, progress: time.Minute, maxMsg: math.MaxInt32}
+	if err := kit.Apply(&c, opts...); err != nil {
+		return nil, fmt.Errorf("plugin %s: %w: %w", path, err, core.ErrInvalid)
 	}
-	p := &proc{path: path, kind: kind, cfg: c, log: c.log.Named(filepath.Base(path)), done: make(chan struct{})}
+	p := &proc{path: path, kind: kind, cfg: c, log: c.Log.Named(filepath.Base(path)), done: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if err := p.start(); err != nil {
 		return nil, err
@@ -171,7 +165,7 @@ func (p *proc) start() error {
 		},
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		AutoMTLS:         true,
-		Logger:           newHCLog(p.cfg.log), // go-plugin names the plugin's own lines after the binary
+		Logger:           newHCLog(p.cfg.Log), // go-plugin names the plugin's own lines after the binary
 		StartTimeout:     p.cfg.startTimeout,
 		Stderr:           io.Discard,
 		SyncStdout:       io.Discard,
@@ -336,9 +330,9 @@ func (p *proc) restart(ctx context.Context) error {
 	}
 	last := p.lastErr
 	p.mu.Unlock()
-	delay := p.cfg.backoff.Delay(attempt)
+	delay := p.cfg.Backoff.Delay(attempt)
 	p.log.Warn("plugin: restarting", zap.String("after", last), zap.Duration("in", delay))
-	if !core.Sleep(ctx, delay) {
+	if !kit.Sleep(ctx, delay) {
 		return ctx.Err()
 	}
 	if p.ctx.Err() != nil {
@@ -483,7 +477,7 @@ func (s *Source) Watch(ctx context.Context, t core.Target, pub core.Publisher) e
 			// The plugin sent something the host cannot use: keep the last
 			// good set (stale, naming what was wrong) and watch anew after
 			// a backoff, the process untouched.
-			return core.Retryable(fmt.Errorf("plugin %s: watch of %s: %w", s.p.path, t, bad.err))
+			return core.Retry(fmt.Errorf("plugin %s: watch of %s: %w", s.p.path, t, bad.err), 0)
 		case status.Code(err) == codes.ResourceExhausted:
 			return core.Permanent(fmt.Errorf("plugin %s: watch of %s: a message over the size limit: %v", s.p.path, t, err))
 		case s.p.broken(gen):
@@ -624,11 +618,11 @@ func (s *Sink) lock(t core.Target) *sync.Mutex {
 	return l
 }
 
-// Update implements core.Sink: the update crosses in the delta form, and
+// Accept implements core.Sink: the update crosses in the delta form, and
 // the plugin's answer, its errors included, comes back as data, classified
 // as in process. Only a broken transport or a plugin making no progress
 // costs the process (restarted, the full state replayed).
-func (s *Sink) Update(ctx context.Context, u core.Update) error {
+func (s *Sink) Accept(ctx context.Context, u core.Update) error {
 	l := s.lock(u.Target)
 	l.Lock()
 	defer l.Unlock()
@@ -636,7 +630,7 @@ func (s *Sink) Update(ctx context.Context, u core.Update) error {
 	if err != nil {
 		return err
 	}
-	req := wireToPB(u.Wire(core.DeltaForm))
+	req := wireToPB(wire.From(u, wire.DeltaForm))
 	if n := proto.Size(req); n > s.p.cfg.maxMsg {
 		return core.Permanent(fmt.Errorf("plugin %s: update of %s seq %d is %d bytes, over the %d-byte message limit", s.p.path, u.Target, u.Seq, n, s.p.cfg.maxMsg))
 	}
@@ -697,7 +691,7 @@ func (s *Sink) replay(ctx context.Context) {
 			full.BaseSeq = 0
 			full.Delta = core.Delta{Added: cur.State.Endpoints.Slice()}
 			var resp *pb.UpdateResponse
-			if resp, err = s.call(ctx, raw.(pb.SinkServiceClient), wireToPB(full.Wire(core.DeltaForm))); err == nil {
+			if resp, err = s.call(ctx, raw.(pb.SinkServiceClient), wireToPB(wire.From(full, wire.DeltaForm))); err == nil {
 				err = errorFromPB(s.p.path, resp.Error)
 			}
 		}

@@ -159,7 +159,7 @@ type dirSink struct {
 	fails map[core.Target]int
 }
 
-func (s *dirSink) Update(ctx context.Context, u core.Update) error {
+func (s *dirSink) Accept(ctx context.Context, u core.Update) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -175,7 +175,7 @@ func (s *dirSink) Update(ctx context.Context, u core.Update) error {
 	case "err-permanent":
 		return core.Permanent(fmt.Errorf("cannot ever take this: %w", core.ErrUnavailable))
 	case "err-retryafter":
-		return core.RetryAfter(errors.New("come back later"), 1500*time.Millisecond)
+		return core.Retry(errors.New("come back later"), 1500*time.Millisecond)
 	case "err-notfound":
 		return fmt.Errorf("no such table: %w", core.ErrNotFound)
 	case "err-resync":
@@ -392,7 +392,7 @@ func TestSinkPluginKilledIsRestartedAndReplayed(t *testing.T) {
 	defer sink.Close()
 	tg := core.Target{Name: "greeter"}
 	set := coretest.Set(t, &core.Endpoint{Addresses: []string{"10.0.0.1"}, Port: 80}, &core.Endpoint{Addresses: []string{"10.0.0.2"}, Port: 80})
-	hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{tg: set}))
+	hub := coretest.Hub(t, coretest.NewStatic(map[core.Target]core.Set{tg: set}))
 	defer hub.Close()
 	sub, err := hub.Subscribe("plugin", sink, tg)
 	if err != nil {
@@ -614,8 +614,8 @@ func TestSlowSinkPluginDelaysNoOne(t *testing.T) {
 	}
 	defer sink.Close()
 	tg := core.Target{Name: "greeter"}
-	src := core.NewStatic(map[core.Target]core.Set{tg: {}})
-	hub := core.NewHub(src)
+	src := coretest.NewStatic(map[core.Target]core.Set{tg: {}})
+	hub := coretest.Hub(t, src)
 	defer hub.Close()
 	slow, err := hub.Subscribe("slow plugin", sink, tg)
 	if err != nil {

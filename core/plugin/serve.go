@@ -15,6 +15,7 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/plugin/internal/pb"
+	"github.com/disco-lb/disco/core/wire"
 )
 
 // ServeSource serves src to a disco host over go-plugin: call it from a
@@ -28,7 +29,7 @@ func ServeSource(src core.Source) {
 // (complete state, delta against what it accepted); it may return an
 // error wrapping core.ErrResync to get the full state.
 func ServeSink(sink core.Sink) {
-	serve(map[int]goplugin.PluginSet{ProtocolVersion: {SinkPlugin: &sinkPlugin{srv: &sinkServer{sink: sink, replica: core.NewReplica()}}}})
+	serve(map[int]goplugin.PluginSet{ProtocolVersion: {SinkPlugin: &sinkPlugin{srv: &sinkServer{sink: sink, replica: wire.NewReplica()}}}})
 }
 
 func serve(sets map[int]goplugin.PluginSet) {
@@ -138,7 +139,7 @@ func (p *streamPublisher) end(err error) { p.send(pb.EventKind_EVENT_KIND_END, n
 type sinkServer struct {
 	pb.UnimplementedSinkServiceServer
 	sink    core.Sink
-	replica *core.Replica
+	replica *wire.Replica
 }
 
 // Update hands the sink the update the request makes of what the plugin
@@ -149,15 +150,15 @@ func (s *sinkServer) Update(ctx context.Context, p *pb.UpdateRequest) (*pb.Updat
 	if err != nil {
 		return &pb.UpdateResponse{Error: errorToPB(core.Permanent(err))}, nil
 	}
-	err = s.replica.Deliver(ctx, w, s.sink)
-	var sinkErr *core.SinkError
+	err = s.replica.Receive(ctx, w, s.sink)
+	var sinkErr *wire.SinkError
 	switch {
-	case err == nil, errors.Is(err, core.ErrDuplicate): // a duplicate: already applied
+	case err == nil, errors.Is(err, wire.ErrDuplicate): // a duplicate: already applied
 		return &pb.UpdateResponse{}, nil
 	case errors.As(err, &sinkErr):
 		return &pb.UpdateResponse{Error: errorToPB(sinkErr.Err)}, nil
 	case errors.Is(err, core.ErrResync): // a delta that does not fit what the plugin holds
-		return &pb.UpdateResponse{Error: errorToPB(core.Retryable(err))}, nil
+		return &pb.UpdateResponse{Error: errorToPB(core.Retry(err, 0))}, nil
 	}
 	return &pb.UpdateResponse{Error: errorToPB(core.Permanent(err))}, nil
 }

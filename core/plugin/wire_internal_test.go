@@ -81,9 +81,9 @@ func TestErrorsRoundTrip(t *testing.T) {
 	for _, err := range []error{
 		fmt.Errorf("x: %w", core.ErrUnavailable),
 		fmt.Errorf("x: %w", core.ErrNotFound),
-		core.Retryable(fmt.Errorf("x: %w", core.ErrInvalid)),
+		core.Retry(fmt.Errorf("x: %w", core.ErrInvalid), 0),
 		core.Permanent(errors.New("x")),
-		core.RetryAfter(errors.New("x"), 2*time.Second),
+		core.Retry(errors.New("x"), 2*time.Second),
 		fmt.Errorf("x: %w", core.ErrResync),
 	} {
 		got := errorFromPB("p", errorToPB(err))

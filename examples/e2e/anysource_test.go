@@ -62,14 +62,17 @@ func runRollout(t *testing.T, r rollout) {
 	r.publish(live)
 
 	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
-	b := grpcresolver.New(r.scheme, r.hub)
+	b := must(grpcresolver.New(r.scheme, r.hub))
 	t.Cleanup(func() { b.Close() })
 	cc, err := grpc.NewClient(r.target, append([]grpc.DialOption{creds}, b.DialOptions()...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	pool, ch := connpool.Recommended([]grpc.DialOption{creds})
+	pool, ch, err := connpool.Recommended([]grpc.DialOption{creds})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { pool.Close() })
 	sub, err := r.hub.Subscribe("pool", pool, r.poolAt)
 	if err != nil {
@@ -121,14 +124,14 @@ func runRollout(t *testing.T, r rollout) {
 // clients dropped it.
 func waitUnused(t *testing.T, ctx context.Context, b *backend) {
 	t.Helper()
-	last, since := b.srv.calls.Load(), time.Now()
+	last, since := b.srv.Calls.Load(), time.Now()
 	for time.Since(since) < 500*time.Millisecond {
 		select {
 		case <-ctx.Done():
 			t.Fatalf("%s still gets calls after it was removed", b.name)
 		case <-time.After(20 * time.Millisecond):
 		}
-		if n := b.srv.calls.Load(); n != last {
+		if n := b.srv.Calls.Load(); n != last {
 			last, since = n, time.Now()
 		}
 	}

@@ -79,13 +79,13 @@ func (ch *churn) step(i int, start, pause func()) {
 	start()
 	begin := time.Now()
 	ch.c.publish()
-	for p.srv.first.Load() == 0 {
+	for p.srv.First.Load() == 0 {
 		if time.Since(begin) > 10*time.Second {
 			ch.tb.Fatal("new pod got no call")
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
-	ch.d = append(ch.d, time.Unix(0, p.srv.first.Load()).Sub(begin))
+	ch.d = append(ch.d, time.Unix(0, p.srv.First.Load()).Sub(begin))
 	ch.mu.Lock()
 	ch.src = append(ch.src, ch.seen[p.name].Sub(begin))
 	ch.mu.Unlock()

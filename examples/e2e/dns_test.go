@@ -10,6 +10,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/connpool"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	"github.com/disco-lb/disco/sources/dns"
@@ -23,7 +24,7 @@ func dnsHub(t *testing.T, srv *dnstest.Server) (*dns.Source, *core.Hub) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub := core.NewHub(src)
+	hub := coretest.Hub(t, src)
 	t.Cleanup(func() { hub.Close() })
 	return src, hub
 }
@@ -116,14 +117,17 @@ func TestDNSSRVPriorityRoutesToTheLowest(t *testing.T) {
 
 	ctx := ctxFor(t, 2*time.Minute)
 	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
-	b := grpcresolver.New("dns+srv", hub)
+	b := must(grpcresolver.New("dns+srv", hub))
 	t.Cleanup(func() { b.Close() })
 	cc, err := grpc.NewClient("dns+srv:///"+name, append([]grpc.DialOption{creds}, b.DialOptions()...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	pool, ch := connpool.Recommended([]grpc.DialOption{creds})
+	pool, ch, err := connpool.Recommended([]grpc.DialOption{creds})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { pool.Close() })
 	sub, err := hub.Subscribe("pool", pool, tg)
 	if err != nil {

@@ -15,6 +15,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/route"
 	"github.com/disco-lb/disco/sinks/connpool"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
@@ -66,9 +68,9 @@ func TestOneWatchForFiftyClientConnsAndAPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := &countingSource{Source: k, started: map[core.Target]int{}, running: map[core.Target]int{}}
-	hub := core.NewHub(src)
+	hub := coretest.Hub(t, src)
 	defer hub.Close()
-	b := grpcresolver.NewKubernetes(hub)
+	b := must(grpcresolver.NewKubernetes(hub))
 	defer b.Close()
 	target := core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
 
@@ -82,7 +84,7 @@ func TestOneWatchForFiftyClientConnsAndAPool(t *testing.T) {
 		}
 		conns = append(conns, cc)
 	}
-	pool := connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())), connpool.CloseGRPC)
+	pool := must(connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())), connpool.CloseGRPC))
 	defer pool.Close()
 	sub, err := hub.Subscribe("pool", pool, target)
 	if err != nil {
@@ -100,7 +102,7 @@ func TestOneWatchForFiftyClientConnsAndAPool(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
-		r, err := testgrpc.NewTestServiceClient(connpool.NewChannel(pool)).UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		r, err := testgrpc.NewTestServiceClient(must(connpool.NewChannel(pool))).UnaryCall(ctx, &testgrpc.SimpleRequest{})
 		if err == nil && !slices.Contains(names, r.ServerId) {
 			err = fmt.Errorf("pool call answered by %q", r.ServerId)
 		}
@@ -145,12 +147,12 @@ func loopbackEndpoint(t *testing.T, name, zone string, hints ...string) *core.En
 // Both sinks route by core's one locality rule: given the same endpoints,
 // the resolver's zone-aware policy (which servers answer calls) and the
 // pool with a zone (what it picks from) use the same set, and it is
-// core.Locality's.
+// route.Locality's.
 func TestResolverAndPoolPickTheSameLocalSet(t *testing.T) {
 	grpcresolver.RegisterZoneAware("zone-a") // once per process: the same default as TestZoneAwareBalancing
 	notReady := func(e *core.Endpoint) *core.Endpoint {
 		c := *e
-		c.Conditions.Ready = core.Bool(false)
+		c.Conditions.Ready = new(false)
 		return &c
 	}
 	a0 := loopbackEndpoint(t, "a0", "zone-a")
@@ -179,21 +181,21 @@ func TestResolverAndPoolPickTheSameLocalSet(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			loc := core.Locality{Zone: "zone-a", MinLocal: tt.minReady}
+			loc := route.Locality{Zone: "zone-a", MinLocal: tt.minReady}
 			var want []string
-			for _, e := range loc.Select(core.Routable(set)) {
+			for _, e := range loc.Select(route.Routable(set)) {
 				want = append(want, e.Name)
 			}
 			slices.Sort(want)
 			if !slices.Equal(want, tt.want) {
-				t.Fatalf("core.Locality selects %v, the table says %v", want, tt.want)
+				t.Fatalf("route.Locality selects %v, the table says %v", want, tt.want)
 			}
 			target := core.Target{Name: fmt.Sprintf("svc%d", i)}
-			hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{target: set}))
+			hub := coretest.Hub(t, coretest.NewStatic(map[core.Target]core.Set{target: set}))
 			defer hub.Close()
 
-			pool := connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())),
-				connpool.CloseGRPC, connpool.WithZone("zone-a", tt.minReady))
+			pool := must(connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())),
+				connpool.CloseGRPC, connpool.WithZone("zone-a", tt.minReady)))
 			defer pool.Close()
 			sub, err := hub.Subscribe("pool", pool, target)
 			if err != nil {
@@ -212,11 +214,11 @@ func TestResolverAndPoolPickTheSameLocalSet(t *testing.T) {
 				}
 			}
 			if !slices.Equal(got, want) {
-				t.Fatalf("pool picks from %v, core.Locality says %v", got, want)
+				t.Fatalf("pool picks from %v, route.Locality says %v", got, want)
 			}
 
-			b := grpcresolver.New("static", hub,
-				grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("zone-a", tt.minReady)))
+			b := must(grpcresolver.New("static", hub,
+				grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("zone-a", tt.minReady))))
 			defer b.Close()
 			client := testgrpc.NewTestServiceClient(dial(t, "static:///"+target.Name, grpc.WithResolvers(b)))
 			answering := map[string]bool{}
@@ -235,7 +237,7 @@ func TestResolverAndPoolPickTheSameLocalSet(t *testing.T) {
 				}
 			}
 			if got := slices.Sorted(maps.Keys(answering)); !slices.Equal(got, want) {
-				t.Fatalf("the resolver's zone-aware policy sends calls to %v, the pool and core.Locality to %v", got, want)
+				t.Fatalf("the resolver's zone-aware policy sends calls to %v, the pool and route.Locality to %v", got, want)
 			}
 		})
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/examples/greeter"
 	"github.com/disco-lb/disco/sinks/connpool"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
@@ -160,11 +161,11 @@ func (fp *faultPods) client(path string, s clientSetup) *greeter.Client {
 	if err != nil {
 		fp.t.Fatal(err)
 	}
-	hub := core.NewHub(src)
+	hub := coretest.Hub(fp.t, src)
 	fp.t.Cleanup(func() { hub.Close() })
 	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
 	if path == "resolver" {
-		b := grpcresolver.NewKubernetes(hub)
+		b := must(grpcresolver.NewKubernetes(hub))
 		fp.t.Cleanup(func() { b.Close() })
 		opts := []grpc.DialOption{creds}
 		if s == recommended {
@@ -192,7 +193,7 @@ func (fp *faultPods) client(path string, s clientSetup) *greeter.Client {
 	var pool *connpool.Pool[*grpc.ClientConn]
 	var ch *connpool.Channel
 	if s == recommended {
-		pool, ch = connpool.Recommended([]grpc.DialOption{creds}) // the one call
+		pool, ch, _ = connpool.Recommended([]grpc.DialOption{creds}) // the one call; no option to fail
 	} else {
 		dial := []grpc.DialOption{creds}
 		if s.keepalive {
@@ -202,12 +203,12 @@ func (fp *faultPods) client(path string, s clientSetup) *greeter.Client {
 		if !s.leastRequest {
 			popts = append(popts, connpool.WithPolicy(connpool.RoundRobin))
 		}
-		pool = connpool.New(connpool.DialGRPC(5*time.Second, dial...), connpool.CloseGRPC, popts...)
+		pool = must(connpool.New(connpool.DialGRPC(5*time.Second, dial...), connpool.CloseGRPC, popts...))
 		var copts []connpool.ChannelOption
 		if s.retry {
 			copts = append(copts, connpool.WithRetry(connpool.RecommendedRetry))
 		}
-		ch = connpool.NewChannel(pool, copts...)
+		ch = must(connpool.NewChannel(pool, copts...))
 	}
 	fp.t.Cleanup(func() { pool.Close() })
 	sub, err := hub.Subscribe("pool", pool, core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"})

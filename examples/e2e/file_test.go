@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sources/file"
 )
 
@@ -32,7 +33,7 @@ func TestFileRolloutFailsNoCall(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			hub := core.NewHub(src)
+			hub := coretest.Hub(t, src)
 			t.Cleanup(func() { hub.Close() })
 			runRollout(t, rollout{
 				hub: hub, scheme: "file", target: "file:///greeter", poolAt: core.Target{Name: "greeter"},

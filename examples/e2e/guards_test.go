@@ -17,6 +17,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/connpool"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
@@ -119,9 +120,9 @@ func TestThousandClientConnsLeaveNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub := core.NewHub(src)
+	hub := coretest.Hub(t, src)
 	defer hub.Close()
-	b := grpcresolver.NewKubernetes(hub)
+	b := must(grpcresolver.NewKubernetes(hub))
 	defer b.Close()
 	open := func() (func(context.Context) error, func()) {
 		cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc",
@@ -146,11 +147,14 @@ func TestThousandPoolsLeaveNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub := core.NewHub(src)
+	hub := coretest.Hub(t, src)
 	defer hub.Close()
 	target := core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
 	open := func() (func(context.Context) error, func()) {
-		pool, ch := connpool.Recommended([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+		pool, ch, err := connpool.Recommended([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+		if err != nil {
+			t.Fatal(err)
+		}
 		sub, err := hub.Subscribe("pool", pool, target)
 		if err != nil {
 			t.Fatal(err)

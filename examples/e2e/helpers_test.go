@@ -10,13 +10,13 @@ package e2e_test
 import (
 	"context"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/disco-lb/disco/sinks/grpcresolver/grpctest"
+
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 )
 
@@ -30,42 +30,19 @@ func ctxFor(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// server is a test service that answers UnaryCall with its name and counts
+// server is grpctest's test service: it answers with its name and counts
 // the calls it served.
-type server struct {
-	testgrpc.UnimplementedTestServiceServer
-	name  string
-	calls atomic.Int64
-	first atomic.Int64 // unix nanos of the first call
-}
-
-func (s *server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-	s.first.CompareAndSwap(0, time.Now().UnixNano())
-	s.calls.Add(1)
-	return &testgrpc.SimpleResponse{ServerId: s.name, Hostname: s.name}, nil
-}
+type server = grpctest.Server
 
 // serveOn runs a gRPC test server on ln until the test ends.
 func serveOn(t testing.TB, ln net.Listener, name string, opts ...grpc.ServerOption) (*server, *grpc.Server) {
 	t.Helper()
-	s := &server{name: name}
-	gs := grpc.NewServer(opts...)
-	testgrpc.RegisterTestServiceServer(gs, s)
-	done := make(chan struct{})
-	go func() { defer close(done); gs.Serve(ln) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	return s, gs
+	return grpctest.Serve(t, ln, name, opts...)
 }
 
 func dial(t testing.TB, target string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	return grpctest.Dial(t, target, opts...)
 }
 
 // failsFast makes one call without WaitForReady and returns its error; the
@@ -83,4 +60,12 @@ func failsFast(t *testing.T, ctx context.Context, client testgrpc.TestServiceCli
 		t.Fatalf("call failed after %v (%v): want a fast failure", d, err)
 	}
 	return err
+}
+
+// must returns v, failing loudly on err (a constructor's error in a test).
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -302,15 +302,28 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	src := core.SourceFunc(func(ctx context.Context, _ core.Target, pub core.Publisher) error {
+		pub.Publish(set)
+		<-ctx.Done()
+		return nil
+	})
+	hub, err := core.NewHub(src)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
 	got := make(chan core.Update, 1)
-	p := core.NewPipeline(core.NewStatic(map[core.Target]core.Set{target: set}), []core.Target{target},
-		[]core.NamedSink{core.Named("print", core.SinkFunc(func(_ context.Context, u core.Update) error { got <- u; return nil }))})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	go p.Run(ctx)
-	defer p.Close()
-	u := <-got
-	fmt.Println(u.Target.Name+":", u.State.Endpoints.At(0).HostPort())
+	sub, err := hub.Subscribe("print", core.SinkFunc(func(_ context.Context, u core.Update) error { got <- u; return nil }), target)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+	select {
+	case u := <-got:
+		fmt.Println(u.Target.Name+":", u.State.Endpoints.At(0).HostPort())
+	case <-time.After(10 * time.Second):
+		log.Fatal("nothing delivered")
+	}
 }
 `
 
@@ -353,9 +366,15 @@ type printer struct {
 func (p printer) UpdateState(s resolver.State) error { p.got <- s.Endpoints[0].Addresses[0].Addr; return nil }
 
 func main() {
-	hub := core.NewHub(fixed{})
+	hub, err := core.NewHub(fixed{})
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer hub.Close()
-	b := grpcresolver.New("fixed", hub)
+	b, err := grpcresolver.New("fixed", hub)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer b.Close()
 	cc, err := grpc.NewClient("fixed:///greeter", grpc.WithResolvers(b), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -397,10 +416,20 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{target: set}))
+	hub, err := core.NewHub(core.SourceFunc(func(ctx context.Context, _ core.Target, pub core.Publisher) error {
+		pub.Publish(set)
+		<-ctx.Done()
+		return nil
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer hub.Close()
-	pool := connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.HostPort(), nil },
+	pool, err := connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.HostPort(), nil },
 		func(string) error { return nil })
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer pool.Close()
 	sub, err := hub.Subscribe("pool", pool, target)
 	if err != nil {
@@ -448,9 +477,15 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	hub := core.NewHub(src) // one per source: every client shares its watches
+	hub, err := core.NewHub(src) // one per source: every client shares its watches
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer hub.Close()
-	b := grpcresolver.NewKubernetes(hub)
+	b, err := grpcresolver.NewKubernetes(hub)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer b.Close()
 	cc, err := grpc.NewClient("kubernetes:///greeter.demo:grpc", grpc.WithResolvers(b),
 		grpc.WithDefaultServiceConfig(` + "`" + `{"loadBalancingConfig":[{"round_robin":{}}]}` + "`" + `),
@@ -504,7 +539,10 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	hub := core.NewHub(src)
+	hub, err := core.NewHub(src)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer hub.Close()
 	got := make(chan core.Update, 1)
 	target := core.Target{Name: "greeter"}

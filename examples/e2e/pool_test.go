@@ -13,6 +13,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/connpool"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
@@ -48,7 +49,7 @@ func TestRollingReplacementThroughThePoolFailsNoCall(t *testing.T) {
 			t.Fatal(err)
 		}
 		gs := grpc.NewServer()
-		testgrpc.RegisterTestServiceServer(gs, &server{name: name})
+		testgrpc.RegisterTestServiceServer(gs, &server{Name: name})
 		done := make(chan struct{})
 		go func() { defer close(done); gs.Serve(ln) }()
 		t.Cleanup(func() { gs.Stop(); <-done })
@@ -65,21 +66,23 @@ func TestRollingReplacementThroughThePoolFailsNoCall(t *testing.T) {
 	}
 
 	// The user's side: a pool with their build function, fed by discovery.
-	pool := connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())), connpool.CloseGRPC)
+	pool := must(connpool.New(connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())), connpool.CloseGRPC))
 	defer pool.Close()
 	src, err := kubernetes.New(cp.AdminConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	tgt := core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
-	pipe := core.NewPipeline(src, []core.Target{tgt}, []core.NamedSink{core.Named("pool", pool)})
-	runDone := make(chan error, 1)
-	go func() { runDone <- pipe.Run(ctx) }()
-	defer func() { pipe.Close(); <-runDone }()
-	if err := pipe.WaitSynced(ctx, tgt); err != nil {
+	hub := coretest.Hub(t, src)
+	sub, err := hub.Subscribe("pool", pool, tgt)
+	if err != nil {
 		t.Fatal(err)
 	}
-	client := testgrpc.NewTestServiceClient(connpool.NewChannel(pool))
+	defer sub.Close()
+	if err := sub.WaitSynced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client := testgrpc.NewTestServiceClient(must(connpool.NewChannel(pool)))
 
 	var ok, failed atomic.Int64
 	var emu sync.Mutex

@@ -21,7 +21,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
@@ -148,9 +148,9 @@ func (c *cluster) dialAs(cfg *rest.Config, target string, opts ...grpcresolver.O
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	hub := core.NewHub(src)
+	hub := coretest.Hub(c.t, src)
 	c.t.Cleanup(func() { hub.Close() })
-	b := grpcresolver.NewKubernetes(hub, opts...)
+	b := must(grpcresolver.NewKubernetes(hub, opts...))
 	c.t.Cleanup(func() { b.Close() })
 	return testgrpc.NewTestServiceClient(dial(c.t, target, append([]grpc.DialOption{grpc.WithResolvers(b)}, c.dialOpts...)...)), b
 }
@@ -295,13 +295,13 @@ func TestScaleUpAndDistribution(t *testing.T) {
 		c.set(p.name, true, false)
 		readyAt := time.Now() // the slice write is issued now
 		c.publish()
-		for p.srv.first.Load() == 0 {
+		for p.srv.First.Load() == 0 {
 			if ctx.Err() != nil {
 				t.Fatalf("pod %s never got a call", p.name)
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
-		delays = append(delays, time.Unix(0, p.srv.first.Load()).Sub(readyAt))
+		delays = append(delays, time.Unix(0, p.srv.First.Load()).Sub(readyAt))
 	}
 	stop()
 	// How soon is measured by BenchmarkPropagationToPicker, not asserted.

@@ -18,6 +18,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/webhook"
 )
 
@@ -54,15 +55,15 @@ func TestWebhookSignaturesPassTheReferenceVerifiers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := core.NewStatic(map[core.Target]core.Set{tg: set})
-	hub := core.NewHub(src)
+	src := coretest.NewStatic(map[core.Target]core.Set{tg: set})
+	hub := coretest.Hub(t, src)
 	t.Cleanup(func() { hub.Close() })
 	s, err := webhook.New(srv.URL, webhook.WithSecrets(newKey, oldKey))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	sub, err := s.Subscribe(hub, tg)
+	sub, err := s.Deliver(hub, tg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 
 func intPool(b *testing.B, n int, opts ...connpool.Option) (*connpool.Pool[int], *feed, []*core.Endpoint) {
 	b.Helper()
-	p := connpool.New(func(_ context.Context, e *core.Endpoint) (int, error) { return int(e.Port), nil }, func(int) error { return nil }, opts...)
+	p := must(connpool.New(func(_ context.Context, e *core.Endpoint) (int, error) { return int(e.Port), nil }, func(int) error { return nil }, opts...))
 	b.Cleanup(func() { p.Close() })
 	eps := make([]*core.Endpoint, n)
 	for i := range eps {
@@ -65,7 +65,7 @@ func BenchmarkOneEndpointChange(b *testing.B) {
 			p, _, eps := intPool(b, n)
 			e := eps[n/2]
 			down := *e
-			down.Conditions.Ready = core.Bool(false)
+			down.Conditions.Ready = new(false)
 			versions := []*core.Endpoint{&down, e}
 			state := core.State{Synced: true}
 			ctx := context.Background()
@@ -73,7 +73,7 @@ func BenchmarkOneEndpointChange(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				old, cur := versions[(i+1)%2], versions[i%2]
-				if err := p.Update(ctx, core.Update{Target: target, Seq: uint64(i + 2), State: state,
+				if err := p.Accept(ctx, core.Update{Target: target, Seq: uint64(i + 2), State: state,
 					Delta: core.Delta{Changed: []core.Change{{Old: old, New: cur}}}}); err != nil {
 					b.Fatal(err)
 				}

@@ -15,25 +15,38 @@ import (
 	"github.com/disco-lb/disco/sinks/connpool"
 )
 
-// The seed's use in Go: create the channel, start Kubernetes discovery with
-// a build function, pass the channel to the generated client.
+// The seed's use in Go: create the channel, start discovery with a build
+// function, pass the channel to the generated client.
 func ExampleNewChannel() {
 	ctx := context.Background()
 
 	// How to build a connection to one backend: your timeouts, TLS, creds.
 	build := connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	pool := connpool.New(build, connpool.CloseGRPC)
+	pool, err := connpool.New(build, connpool.CloseGRPC)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer pool.Close()
-	ch := connpool.NewChannel(pool)
+	ch, err := connpool.NewChannel(pool)
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	// Discovery feeds the pool. In a real program the source is
 	// kubernetes.New(cfg, kubernetes.WithNamespace(ns)) from
-	// github.com/disco-lb/disco/sources/kubernetes; here a static one
+	// github.com/disco-lb/disco/sources/kubernetes; here a fixed answer
 	// stands in for it.
 	target := core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
 	set, _ := core.NewSet(&core.Endpoint{ID: "greeter-0", Addresses: []string{"10.244.0.2"}, Port: 50051})
-	src := core.NewStatic(map[core.Target]core.Set{target: set})
-	hub := core.NewHub(src) // one per source, shared with gRPC resolvers and other pools
+	src := core.SourceFunc(func(ctx context.Context, _ core.Target, pub core.Publisher) error {
+		pub.Publish(set)
+		<-ctx.Done()
+		return nil
+	})
+	hub, err := core.NewHub(src) // one per source, shared with gRPC resolvers and other pools
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer hub.Close()
 	sub, err := hub.Subscribe("pool", pool, target)
 	if err != nil {
@@ -44,7 +57,7 @@ func ExampleNewChannel() {
 		log.Fatal(err)
 	}
 
-	// Generated clients take the channel: pb.NewGreeterClient(ch).
+	// Generated clients take the channel: greeter.NewClient(ch).
 	_ = ch
 }
 
@@ -55,7 +68,10 @@ func ExampleDialGRPC_tls() {
 	build := func(ctx context.Context, ep *core.Endpoint) (*grpc.ClientConn, error) {
 		return connpool.DialGRPC(5*time.Second, grpc.WithTransportCredentials(creds))(ctx, ep)
 	}
-	pool := connpool.New(build, connpool.CloseGRPC, connpool.WithZone("zone-a", 1))
+	pool, err := connpool.New(build, connpool.CloseGRPC, connpool.WithZone("zone-a", 1))
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer pool.Close()
 	fmt.Println(pool.Len())
 	// Output: 0
@@ -64,16 +80,26 @@ func ExampleDialGRPC_tls() {
 // Any connection type: the pool balances whatever your build function makes.
 func ExamplePool_Do() {
 	type conn struct{ addr string }
-	pool := connpool.New(
+	pool, err := connpool.New(
 		func(_ context.Context, ep *core.Endpoint) (*conn, error) { return &conn{addr: ep.HostPort()}, nil },
 		func(*conn) error { return nil })
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer pool.Close()
 	set, _ := core.NewSet(&core.Endpoint{ID: "a", Addresses: []string{"10.0.0.1"}, Port: 6379})
-	_ = pool.Update(context.Background(), core.Update{Target: core.Target{Name: "cache"}, State: core.State{Endpoints: set, Synced: true},
+	_ = pool.Accept(context.Background(), core.Update{Target: core.Target{Name: "cache"}, State: core.State{Endpoints: set, Synced: true},
 		Delta: core.Diff(core.Set{}, set)})
-	err := pool.Do(context.Background(), func(c *conn) error { fmt.Println("using", c.addr); return nil })
+	err = pool.Do(context.Background(), func(c *conn) error { fmt.Println("using", c.addr); return nil })
 	fmt.Println(err)
 	// Output:
 	// using 10.0.0.1:6379
 	// <nil>
+}
+
+// A value out of range is an error at construction naming the option.
+func ExampleNew_badOption() {
+	_, err := connpool.New(connpool.DialGRPC(0), connpool.CloseGRPC, connpool.WithConnsPerEndpoint(0))
+	fmt.Println(err)
+	// Output: connpool: option WithConnsPerEndpoint(0): want 1 to 64: invalid
 }

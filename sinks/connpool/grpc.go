@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
 )
 
 // Channel is a grpc.ClientConnInterface over a pool of *grpc.ClientConn:
@@ -39,26 +40,44 @@ type Retry struct {
 	// 1: no retry).
 	Attempts int
 	// Backoff spaces the attempts (Min for the first retry).
-	Backoff core.Backoff
+	Backoff kit.Backoff
 }
 
 // RecommendedRetry is the retry of the recommended setup: up to 4
 // attempts, 50 ms to 1 s apart, as grpcresolver.RetryPolicy.
-var RecommendedRetry = Retry{Attempts: 4, Backoff: core.Backoff{Min: 50 * time.Millisecond, Max: time.Second}}
+var RecommendedRetry = Retry{Attempts: 4, Backoff: kit.Backoff{Min: 50 * time.Millisecond, Max: time.Second}}
 
-// ChannelOption configures a Channel.
-type ChannelOption func(*Channel)
+// ChannelOption configures a Channel. A value out of range makes
+// NewChannel fail with an error naming the option and what it allows.
+type ChannelOption = kit.Option[*Channel]
 
-// WithRetry makes the channel retry unary calls by r.
-func WithRetry(r Retry) ChannelOption { return func(c *Channel) { c.retry = r } }
+// WithRetry makes the channel retry unary calls by r (Attempts 0 to 10; a
+// backoff with 0 < Min <= Max <= 24h).
+func WithRetry(r Retry) ChannelOption {
+	return func(c *Channel) error {
+		if err := kit.Between("WithRetry", r.Attempts, 0, 10); err != nil {
+			return err
+		}
+		if r.Attempts > 1 {
+			if err := kit.CheckBackoff("WithRetry", r.Backoff.Min, r.Backoff.Max); err != nil {
+				return err
+			}
+		}
+		c.retry = r
+		return nil
+	}
+}
 
 // NewChannel returns a channel over pool.
-func NewChannel(pool *Pool[*grpc.ClientConn], opts ...ChannelOption) *Channel {
+func NewChannel(pool *Pool[*grpc.ClientConn], opts ...ChannelOption) (*Channel, error) {
 	c := &Channel{pool: pool}
-	for _, o := range opts {
-		o(c)
+	if pool == nil {
+		return nil, fmt.Errorf("connpool: NewChannel needs a pool: %w", core.ErrInvalid)
 	}
-	return c
+	if err := kit.Apply(c, opts...); err != nil {
+		return nil, fmt.Errorf("connpool: %w: %w", err, core.ErrInvalid)
+	}
+	return c, nil
 }
 
 // Invoke implements grpc.ClientConnInterface.
@@ -76,7 +95,7 @@ func (c *Channel) Invoke(ctx context.Context, method string, args, reply any, op
 			return err
 		}
 		tried = append(tried, ep)
-		if !core.Sleep(ctx, c.retry.Backoff.Delay(attempt)) {
+		if !kit.Sleep(ctx, c.retry.Backoff.Delay(attempt)) {
 			return err
 		}
 	}
@@ -167,9 +186,17 @@ func GRPCUsable(cc *grpc.ClientConn) bool {
 // to be ready), Keepalive and dialOpts (add credentials); picks by least
 // request among ready connections (GRPCUsable); unary calls that fail with
 // UNAVAILABLE retried elsewhere (RecommendedRetry). Subscribe the pool to a
-// hub; use the channel as a generated client's connection.
-func Recommended(dialOpts []grpc.DialOption, opts ...Option) (*Pool[*grpc.ClientConn], *Channel) {
-	pool := New(DialGRPC(5*time.Second, append(RecommendedDialOptions(), dialOpts...)...), CloseGRPC,
+// hub; use the channel as a generated client's connection. It fails only
+// for an option out of range.
+func Recommended(dialOpts []grpc.DialOption, opts ...Option) (*Pool[*grpc.ClientConn], *Channel, error) {
+	pool, err := New(DialGRPC(5*time.Second, append(RecommendedDialOptions(), dialOpts...)...), CloseGRPC,
 		append([]Option{WithUsable(GRPCUsable)}, opts...)...)
-	return pool, NewChannel(pool, WithRetry(RecommendedRetry))
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := NewChannel(pool, WithRetry(RecommendedRetry))
+	if err != nil {
+		return nil, nil, err
+	}
+	return pool, ch, nil
 }

@@ -7,7 +7,7 @@
 //
 // Picking is power-of-two-choices on in-flight count (default) or round
 // robin, over ready endpoints (serving-and-terminating ones only while none
-// is ready), preferring the client's zone when configured (core.Locality,
+// is ready), preferring the client's zone when configured (route.Locality,
 // the rule the gRPC resolver's zone-aware policy applies too). One pool can
 // serve several targets. A pick and its
 // Done cost a few atomic operations and allocate nothing; an endpoint
@@ -31,6 +31,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
+	"github.com/disco-lb/disco/core/route"
 )
 
 // BuildFunc builds a connection to an endpoint. It is called from the
@@ -59,64 +61,62 @@ const (
 // ErrClosed is returned by Pick after Close.
 var ErrClosed = errors.New("connpool: closed")
 
-// Option configures a Pool.
-type Option func(*config)
+// Option configures a Pool. A value out of range makes New fail with an
+// error naming the option and what it allows.
+type Option = kit.Option[*config]
 
 type config struct {
-	usable   any // func(C) bool, or nil
-	policy   Policy
-	perEP    int
-	locality core.Locality
-	drain    time.Duration
-	backoff  core.Backoff
-	log      *zap.Logger
+	kit.Common     // WithLogger, WithBackoff
+	usable     any // func(C) bool, or nil
+	policy     Policy
+	perEP      int
+	locality   route.Locality
+	drain      time.Duration
 }
 
 // WithUsable makes picks prefer connections for which usable reports true
 // (for gRPC, GRPCUsable: the connection is ready), when there are any: a
 // connection just reset, or reconnecting, is left alone while others can
 // serve. usable is called on every pick: it must be cheap.
-func WithUsable[C any](usable func(C) bool) Option { return func(c *config) { c.usable = usable } }
-
-// WithPolicy sets the picking policy (default PowerOfTwo).
-func WithPolicy(p Policy) Option { return func(c *config) { c.policy = p } }
-
-// WithConnsPerEndpoint keeps n connections per endpoint (default 1).
-func WithConnsPerEndpoint(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.perEP = n
-		}
-	}
+func WithUsable[C any](usable func(C) bool) Option {
+	return func(c *config) error { c.usable = usable; return nil }
 }
 
-// WithZone prefers endpoints local to zone by core.Locality (the rule the
+// WithPolicy sets the picking policy (default PowerOfTwo).
+func WithPolicy(p Policy) Option {
+	return kit.Checked(kit.Between("WithPolicy", p, PowerOfTwo, RoundRobin), func(c *config) { c.policy = p })
+}
+
+// WithConnsPerEndpoint keeps n connections per endpoint (1 to 64; default
+// 1).
+func WithConnsPerEndpoint(n int) Option {
+	return kit.Checked(kit.Between("WithConnsPerEndpoint", n, 1, 64), func(c *config) { c.perEP = n })
+}
+
+// WithZone prefers endpoints local to zone by route.Locality (the rule the
 // gRPC resolver's zone-aware policy applies too): when every ready endpoint
 // carries zone hints, those hinted for the zone; when none does, those in
 // the zone; when some do and some do not, no preference. Local endpoints
-// are used while at least minReady of them are ready; otherwise every zone.
+// are used while at least minReady (1 to 1,000,000) of them are ready;
+// otherwise every zone.
 func WithZone(zone string, minReady int) Option {
-	return func(c *config) { c.locality = core.Locality{Zone: zone, MinLocal: minReady} }
+	return kit.Checked(kit.Between("WithZone", minReady, 1, 1_000_000), func(c *config) { c.locality = route.Locality{Zone: zone, MinLocal: minReady} })
 }
 
 // WithDrainTimeout bounds how long a removed endpoint's connection stays
-// open for calls in flight (default 30s).
-func WithDrainTimeout(d time.Duration) Option { return func(c *config) { c.drain = d } }
-
-// WithBuildBackoff sets the bounds of the jittered backoff between failed
-// builds (default 100ms to 10s; see core.Backoff).
-func WithBuildBackoff(min, max time.Duration) Option {
-	return func(c *config) { c.backoff = core.Backoff{Min: min, Max: max} }
+// open for calls in flight (0 to 24h; default 30s; 0 closes it at once).
+func WithDrainTimeout(d time.Duration) Option {
+	return kit.Checked(kit.NonNegative("WithDrainTimeout", d, 24*time.Hour), func(c *config) { c.drain = d })
 }
 
-// WithLogger sets the logger (nil: no-op).
-func WithLogger(l *zap.Logger) Option {
-	return func(c *config) {
-		if l != nil {
-			c.log = l
-		}
-	}
+// WithBackoff sets the jittered backoff between failed builds of a
+// connection (0 < min <= max <= 24h; default 100ms to 10s).
+func WithBackoff(min, max time.Duration) Option {
+	return kit.WithBackoff[*config]("WithBackoff", min, max)
 }
+
+// WithLogger sets the logger (nil: none).
+var WithLogger = kit.WithLogger[*config]
 
 // Pool is a pool of connections of type C, fed as a core.Sink for one or
 // more targets. Safe for concurrent use. Close it to close every
@@ -149,7 +149,7 @@ var _ core.Sink = (*Pool[int])(nil)
 // tier is the members of one priority: its pick sets (ready members;
 // serving-and-terminating ones, used while none is ready; ready ones hinted
 // for the client's zone; ready ones in it) and the counts of ready members
-// with and without zone hints, for core.Locality's rule.
+// with and without zone hints, for route.Locality's rule.
 type tier[C any] struct {
 	priority                         uint32
 	ready, fallback, byHints, byZone *pickSet[C]
@@ -191,12 +191,18 @@ const (
 	setByZone
 )
 
-// New returns an empty pool; feed it as a core sink (a Hub subscription or
-// a Pipeline). It starts goroutines only to build connections.
-func New[C any](build BuildFunc[C], closeFn CloseFunc[C], opts ...Option) *Pool[C] {
-	cfg := config{perEP: 1, drain: 30 * time.Second, backoff: core.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}, log: zap.NewNop()}
-	for _, o := range opts {
-		o(&cfg)
+// New returns an empty pool; feed it as a core sink (subscribe it to a
+// Hub). It starts goroutines only to build connections. It fails with
+// core.ErrInvalid for a missing build or close function, or an option out
+// of range.
+func New[C any](build BuildFunc[C], closeFn CloseFunc[C], opts ...Option) (*Pool[C], error) {
+	cfg := config{Common: kit.Common{Log: zap.NewNop(), Backoff: kit.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}},
+		perEP: 1, drain: 30 * time.Second}
+	if build == nil || closeFn == nil {
+		return nil, fmt.Errorf("connpool: New needs a build and a close function: %w", core.ErrInvalid)
+	}
+	if err := kit.Apply(&cfg, opts...); err != nil {
+		return nil, fmt.Errorf("connpool: %w: %w", err, core.ErrInvalid)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool[C]{
@@ -207,7 +213,7 @@ func New[C any](build BuildFunc[C], closeFn CloseFunc[C], opts ...Option) *Pool[
 		wake:     make(chan struct{}),
 	}
 	p.tiers.Store(&[]*tier[C]{})
-	return p
+	return p, nil
 }
 
 // Handle is a picked connection. Call Done exactly once when the call on it
@@ -272,7 +278,7 @@ func (p *Pool[C]) pickable() bool {
 }
 
 // set returns the pick set to use now and its tier's index: in the lowest
-// tier with ready members, the local set by core.Locality when it has
+// tier with ready members, the local set by route.Locality when it has
 // enough members, else the ready one; with no ready member in any tier, the
 // lowest tier's fallback set (core.Routable's rule). -1: none.
 func (p *Pool[C]) set() (*pickSet[C], int) {
@@ -284,9 +290,9 @@ func (p *Pool[C]) set() (*pickSet[C], int) {
 		if loc := p.cfg.locality; loc.Zone != "" {
 			var local *pickSet[C]
 			switch loc.Rule(int(t.hinted.Load()), int(t.unhinted.Load())) {
-			case core.ByHints:
+			case route.ByHints:
 				local = t.byHints
-			case core.ByZone:
+			case route.ByZone:
 				local = t.byZone
 			}
 			if local != nil && loc.Enough(local.len()/p.cfg.perEP) {
@@ -445,16 +451,16 @@ func (m *member[C]) closeConn() {
 		}
 		p.mu.Unlock()
 		if err := p.close(m.conn); err != nil {
-			p.cfg.log.Debug("connpool: close", zap.String("endpoint", m.ep.Load().ID), zap.Error(err))
+			p.cfg.Log.Debug("connpool: close", zap.String("endpoint", m.ep.Load().ID), zap.Error(err))
 		}
 	})
 }
 
-// Update implements core.Sink: it applies the delta (O(1) per endpoint
+// Accept implements core.Sink: it applies the delta (O(1) per endpoint
 // changed, whatever the pool's size), or, for an update from nothing
 // (BaseSeq 0: a first update, a resync), replaces what the pool holds for
 // the target with the update's state.
-func (p *Pool[C]) Update(ctx context.Context, u core.Update) error {
+func (p *Pool[C]) Accept(ctx context.Context, u core.Update) error {
 	var closeNow []*member[C]
 	defer func() { // user code runs outside the lock
 		for _, m := range closeNow {
@@ -535,7 +541,7 @@ func (p *Pool[C]) buildLoop(ctx context.Context, st *endpointState[C], m *member
 			if ctx.Err() != nil || m.removed.Load() {
 				p.mu.Unlock()
 				if err := p.close(conn); err != nil {
-					p.cfg.log.Debug("connpool: close", zap.Error(err))
+					p.cfg.Log.Debug("connpool: close", zap.Error(err))
 				}
 				return
 			}
@@ -547,10 +553,10 @@ func (p *Pool[C]) buildLoop(ctx context.Context, st *endpointState[C], m *member
 		if ctx.Err() != nil {
 			return
 		}
-		d := p.cfg.backoff.Delay(attempt)
-		p.cfg.log.Warn("connpool: build failed; retrying", zap.String("endpoint", ep.ID),
+		d := p.cfg.Backoff.Delay(attempt)
+		p.cfg.Log.Warn("connpool: build failed; retrying", zap.String("endpoint", ep.ID),
 			zap.Strings("addresses", ep.Addresses), zap.Duration("backoff", d), zap.Error(err))
-		if !core.Sleep(ctx, d) {
+		if !kit.Sleep(ctx, d) {
 			return
 		}
 	}
@@ -576,13 +582,13 @@ func (p *Pool[C]) placeMemberLocked(m *member[C], e *core.Endpoint) {
 	}
 	loc := p.cfg.locality
 	ready := e.Conditions.IsReady()
-	fallback := core.IsFallback(e)
+	fallback := route.IsFallback(e)
 	p.countLocked(m, ready, len(e.ZoneHints) > 0)
 	p.setsLocked(m, [4]bool{
 		setReady:    ready,
 		setFallback: fallback,
-		setByHints:  ready && loc.Local(e, core.ByHints),
-		setByZone:   ready && loc.Local(e, core.ByZone),
+		setByHints:  ready && loc.Local(e, route.ByHints),
+		setByZone:   ready && loc.Local(e, route.ByZone),
 	})
 	if ready || fallback {
 		close(p.wake)

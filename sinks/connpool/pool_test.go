@@ -54,7 +54,7 @@ func (f *feed) set(eps ...*core.Endpoint) {
 	}
 	base := f.seq
 	f.seq++
-	if err := f.sink.Update(context.Background(), core.Update{Target: target, Epoch: "test", Seq: f.seq, BaseSeq: base,
+	if err := f.sink.Accept(context.Background(), core.Update{Target: target, Epoch: "test", Seq: f.seq, BaseSeq: base,
 		State: core.State{Endpoints: s, Synced: true}, Delta: core.Diff(f.prev, s)}); err != nil {
 		f.t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func (c *closes) waitClosed(t testing.TB, n int, why string) {
 
 func grpcPool(t testing.TB, opts ...connpool.Option) (*connpool.Pool[*grpc.ClientConn], *closes) {
 	cl := &closes{n: map[*grpc.ClientConn]int{}}
-	p := connpool.New(connpool.DialGRPC(2*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())), cl.close, opts...)
+	p := must(connpool.New(connpool.DialGRPC(2*time.Second, grpc.WithTransportCredentials(insecure.NewCredentials())), cl.close, opts...))
 	t.Cleanup(func() { p.Close() })
 	return p, cl
 }
@@ -171,7 +171,7 @@ func servedPool(t *testing.T, n int) (*connpool.Pool[*grpc.ClientConn], *closes,
 func TestChannelBalancesAcrossEndpoints(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	p, _, _, servers := servedPool(t, 3)
-	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
+	client := testgrpc.NewTestServiceClient(must(connpool.NewChannel(p)))
 	for range 600 {
 		if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
 			t.Fatal(err)
@@ -194,7 +194,7 @@ func TestRemovalDuringInFlightCalls(t *testing.T) {
 	a.hold, a.started = make(chan struct{}), make(chan struct{}, 10)
 	b, eb := loopback(t, "b")
 	f.set(ea)
-	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
+	client := testgrpc.NewTestServiceClient(must(connpool.NewChannel(p)))
 	errs := make(chan error, 5)
 	for range 5 {
 		go func() {
@@ -247,8 +247,8 @@ func TestDialFailureAndRecovery(t *testing.T) {
 	addr := ln.Addr().(*net.TCPAddr)
 	ln.Close() // nothing listens there now
 	cl := &closes{n: map[*grpc.ClientConn]int{}}
-	p := connpool.New(connpool.DialGRPC(200*time.Millisecond, grpc.WithTransportCredentials(insecure.NewCredentials())), cl.close,
-		connpool.WithBuildBackoff(50*time.Millisecond, 200*time.Millisecond))
+	p := must(connpool.New(connpool.DialGRPC(200*time.Millisecond, grpc.WithTransportCredentials(insecure.NewCredentials())), cl.close,
+		connpool.WithBackoff(50*time.Millisecond, 200*time.Millisecond)))
 	defer p.Close()
 	f := &feed{t: t, sink: p}
 	f.set(&core.Endpoint{ID: "late", Addresses: []string{"127.0.0.1"}, Port: uint16(addr.Port)})
@@ -271,7 +271,7 @@ func TestDialFailureAndRecovery(t *testing.T) {
 }
 
 func TestPickWaitsForFirstEndpointAndRespectsContext(t *testing.T) {
-	p := connpool.New(func(context.Context, *core.Endpoint) (int, error) { return 1, nil }, func(int) error { return nil })
+	p := must(connpool.New(func(context.Context, *core.Endpoint) (int, error) { return 1, nil }, func(int) error { return nil }))
 	defer p.Close()
 	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -298,11 +298,11 @@ func TestPickWaitsForFirstEndpointAndRespectsContext(t *testing.T) {
 }
 
 func TestZonePreferenceAndTerminatingFallback(t *testing.T) {
-	p := connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.ID, nil }, func(string) error { return nil },
-		connpool.WithZone("zone-a", 1), connpool.WithPolicy(connpool.RoundRobin))
+	p := must(connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.ID, nil }, func(string) error { return nil },
+		connpool.WithZone("zone-a", 1), connpool.WithPolicy(connpool.RoundRobin)))
 	defer p.Close()
 	f := &feed{t: t, sink: p}
-	f2, tr := core.Bool(false), core.Bool(true)
+	f2, tr := new(false), new(true)
 	a := &core.Endpoint{ID: "a", Addresses: []string{"1"}, Zone: "zone-a"}
 	b := &core.Endpoint{ID: "b", Addresses: []string{"2"}, Zone: "zone-b"}
 	aDraining := &core.Endpoint{ID: "a", Addresses: []string{"1"}, Zone: "zone-a", Conditions: core.Conditions{Ready: f2, Serving: tr, Terminating: tr}}
@@ -354,7 +354,7 @@ func TestRacePickersWhileEndpointsChurn(t *testing.T) {
 	var all []*conn
 	var closes sync.Map
 	var nextID atomic.Int64
-	p := connpool.New(func(_ context.Context, e *core.Endpoint) (*conn, error) {
+	p := must(connpool.New(func(_ context.Context, e *core.Endpoint) (*conn, error) {
 		if rand.IntN(10) == 0 {
 			return nil, errors.New("flaky build")
 		}
@@ -372,7 +372,7 @@ func TestRacePickersWhileEndpointsChurn(t *testing.T) {
 		}
 		c.closed.Store(true)
 		return nil
-	}, connpool.WithBuildBackoff(time.Millisecond, 5*time.Millisecond), connpool.WithConnsPerEndpoint(2), connpool.WithDrainTimeout(time.Minute))
+	}, connpool.WithBackoff(time.Millisecond, 5*time.Millisecond), connpool.WithConnsPerEndpoint(2), connpool.WithDrainTimeout(time.Minute)))
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -405,9 +405,9 @@ func TestRacePickersWhileEndpointsChurn(t *testing.T) {
 			e := &core.Endpoint{ID: fmt.Sprint("e", i), Addresses: []string{fmt.Sprintf("10.0.0.%d", i+1)}}
 			switch rand.IntN(4) {
 			case 0:
-				e.Conditions.Ready = core.Bool(false)
+				e.Conditions.Ready = new(false)
 			case 1:
-				e.Conditions = core.Conditions{Ready: core.Bool(false), Serving: core.Bool(true), Terminating: core.Bool(true)}
+				e.Conditions = core.Conditions{Ready: new(false), Serving: new(true), Terminating: new(true)}
 			case 2:
 				e.Addresses = []string{fmt.Sprintf("10.0.1.%d", i+1)} // new address: new connection
 			}
@@ -433,7 +433,7 @@ func TestRacePickersWhileEndpointsChurn(t *testing.T) {
 func TestDistributionAtSteadyState(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	p, _, _, servers := servedPool(t, 6)
-	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
+	client := testgrpc.NewTestServiceClient(must(connpool.NewChannel(p)))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range 50 {
@@ -466,7 +466,7 @@ func TestDistributionAtSteadyState(t *testing.T) {
 func TestStreamsStayOnTheirConnection(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	p, cl, f, _ := servedPool(t, 2)
-	client := testgrpc.NewTestServiceClient(connpool.NewChannel(p))
+	client := testgrpc.NewTestServiceClient(must(connpool.NewChannel(p)))
 	for range 10 {
 		stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{ResponseParameters: make([]*testgrpc.ResponseParameters, 20)})
 		if err != nil {
@@ -538,18 +538,18 @@ func TestCloseFuncRunsOutsideTheLock(t *testing.T) {
 	other := core.Target{Name: "other"}
 	var p *connpool.Pool[string]
 	reentered := make(chan struct{})
-	p = connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.ID, nil },
+	p = must(connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.ID, nil },
 		func(c string) error {
 			if c == "slow" {
 				// Re-entrant: an update of another target takes the pool's lock.
-				if err := p.Update(context.Background(), core.Update{Target: other, Seq: 1, State: core.State{Synced: true}}); err != nil {
+				if err := p.Accept(context.Background(), core.Update{Target: other, Seq: 1, State: core.State{Synced: true}}); err != nil {
 					t.Error(err)
 				}
 				close(reentered)
 				<-release
 			}
 			return nil
-		})
+		}))
 	defer p.Close()
 	f := &feed{t: t, sink: p}
 	slow := &core.Endpoint{ID: "slow", Addresses: []string{"10.0.0.1"}}
@@ -568,7 +568,7 @@ func TestCloseFuncRunsOutsideTheLock(t *testing.T) {
 	added := make(chan struct{})
 	go func() { // another update goes through while the close blocks
 		n := coretest.Set(t, &core.Endpoint{ID: "new", Addresses: []string{"10.0.0.3"}})
-		p.Update(context.Background(), core.Update{Target: other, Seq: 2, State: core.State{Endpoints: n, Synced: true}, Delta: core.Diff(core.Set{}, n)})
+		p.Accept(context.Background(), core.Update{Target: other, Seq: 2, State: core.State{Endpoints: n, Synced: true}, Delta: core.Diff(core.Set{}, n)})
 		close(added)
 	}()
 	select {
@@ -584,7 +584,7 @@ func TestCloseFuncRunsOutsideTheLock(t *testing.T) {
 func TestNewStreamLeavesTheCallersOptionsAlone(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	p, _, _, _ := servedPool(t, 1)
-	ch := connpool.NewChannel(p)
+	ch := must(connpool.NewChannel(p))
 	backing := make([]grpc.CallOption, 1, 4)
 	backing[0] = grpc.WaitForReady(true)
 	sentinel := grpc.MaxCallRecvMsgSize(123)
@@ -608,8 +608,8 @@ func TestNewStreamLeavesTheCallersOptionsAlone(t *testing.T) {
 type poolHarness struct{}
 
 func (poolHarness) NewSink(t *testing.T) core.Sink {
-	p := connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.HostPort(), nil },
-		func(string) error { return nil })
+	p := must(connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.HostPort(), nil },
+		func(string) error { return nil }))
 	t.Cleanup(func() { p.Close() })
 	return p
 }
@@ -631,15 +631,15 @@ func TestPoolPassesTheSinkSuite(t *testing.T) { coretest.TestSink(t, poolHarness
 // update from nothing) leaves the other's endpoints, including one with the
 // same ID.
 func TestOnePoolServesSeveralTargets(t *testing.T) {
-	p := connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.HostPort(), nil },
-		func(string) error { return nil })
+	p := must(connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.HostPort(), nil },
+		func(string) error { return nil }))
 	defer p.Close()
 	one, two := core.Target{Name: "one"}, core.Target{Name: "two"}
 	a1 := &core.Endpoint{ID: "a", Addresses: []string{"10.0.1.1"}}
 	a2 := &core.Endpoint{ID: "a", Addresses: []string{"10.0.2.1"}}
 	b2 := &core.Endpoint{ID: "b", Addresses: []string{"10.0.2.2"}}
 	send := func(tg core.Target, seq, base uint64, prev, next core.Set) {
-		if err := p.Update(context.Background(), core.Update{Target: tg, Seq: seq, BaseSeq: base,
+		if err := p.Accept(context.Background(), core.Update{Target: tg, Seq: seq, BaseSeq: base,
 			State: core.State{Endpoints: next, Synced: true}, Delta: core.Diff(prev, next)}); err != nil {
 			t.Fatal(err)
 		}
@@ -720,7 +720,7 @@ func TestChannelRetriesUnavailableElsewhere(t *testing.T) {
 			if tc.retry {
 				opts = append(opts, connpool.WithRetry(connpool.RecommendedRetry))
 			}
-			client := testgrpc.NewTestServiceClient(connpool.NewChannel(p, opts...))
+			client := testgrpc.NewTestServiceClient(must(connpool.NewChannel(p, opts...)))
 			failed := 0
 			for range 20 {
 				if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
@@ -732,4 +732,12 @@ func TestChannelRetriesUnavailableElsewhere(t *testing.T) {
 			}
 		})
 	}
+}
+
+// must returns v, failing loudly on err (a constructor's error in a test).
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -16,13 +16,13 @@ import (
 func TestPriorityFallsBackOnlyWhenNoneIsLeft(t *testing.T) {
 	var mu sync.Mutex
 	down := map[string]bool{}
-	p := connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.ID, nil }, func(string) error { return nil },
+	p := must(connpool.New(func(_ context.Context, e *core.Endpoint) (string, error) { return e.ID, nil }, func(string) error { return nil },
 		connpool.WithPolicy(connpool.RoundRobin),
-		connpool.WithUsable(func(c string) bool { mu.Lock(); defer mu.Unlock(); return !down[c] }))
+		connpool.WithUsable(func(c string) bool { mu.Lock(); defer mu.Unlock(); return !down[c] })))
 	defer p.Close()
 	f := &feed{t: t, sink: p}
 	ep := func(id string, prio uint32, ready bool) *core.Endpoint {
-		return &core.Endpoint{ID: id, Addresses: []string{id}, Priority: prio, Conditions: core.Conditions{Ready: core.Bool(ready)}}
+		return &core.Endpoint{ID: id, Addresses: []string{id}, Priority: prio, Conditions: core.Conditions{Ready: new(ready)}}
 	}
 	picks := func() map[string]int {
 		m := map[string]int{}

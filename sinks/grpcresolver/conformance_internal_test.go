@@ -37,23 +37,35 @@ type resolverHarness struct {
 }
 
 func (h *resolverHarness) NewSink(t *testing.T) core.Sink {
-	hub := core.NewHub(core.NewStatic(nil))
-	t.Cleanup(func() { hub.Close() })
-	b := New("conformance", hub)
+	hub := coretest.Hub(t, coretest.NewStatic(nil))
+	b, err := New("conformance", hub)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cc := &lastStateCC{}
-	r := newResolver(b, cc, core.Target{Name: "conformance"})
-	go r.send()
-	t.Cleanup(r.Close)
-	sink := &resolverSink{r: r}
+	f, _ := detachedFeed(b, core.Target{Name: "conformance"}, cc)
+	t.Cleanup(f.stop)
+	sink := &resolverSink{f: f}
 	h.mu.Lock()
 	h.ccs[sink] = cc
 	h.mu.Unlock()
 	return sink
 }
 
-type resolverSink struct{ r *discoResolver }
+type resolverSink struct{ f *targetFeed }
 
-func (s *resolverSink) Update(ctx context.Context, u core.Update) error { return s.r.update(ctx, u) }
+func (s *resolverSink) Accept(ctx context.Context, u core.Update) error { return s.f.Accept(ctx, u) }
+
+// detachedFeed is a target's feed with one ClientConn and no subscription:
+// a test feeds it with Accept.
+func detachedFeed(b *Builder, t core.Target, cc resolver.ClientConn) (*targetFeed, *discoResolver) {
+	f := newFeed(b, t)
+	close(f.ready)
+	go f.send()
+	r := &discoResolver{b: b, cc: cc, target: t}
+	f.join(r)
+	return f, r
+}
 
 func (h *resolverHarness) Observe(t *testing.T, s core.Sink, _ core.Target) []string {
 	h.mu.Lock()

@@ -5,7 +5,7 @@ go 1.26.0
 replace github.com/disco-lb/disco/core => ../../core
 
 require (
-	github.com/disco-lb/disco/core v0.2.0
+	github.com/disco-lb/disco/core v0.3.0
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0
 	google.golang.org/grpc v1.85.0

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
 )
 
 // The recommended client setup, measured against pods that die, reset,
@@ -35,11 +35,11 @@ type Retry struct {
 	// Attempts is the most attempts a call gets, the first included.
 	Attempts int
 	// Backoff spaces the attempts (jittered; Min for the first retry).
-	Backoff core.Backoff
+	Backoff kit.Backoff
 }
 
 // RecommendedRetry is up to 4 attempts, 50 ms to 1 s apart.
-var RecommendedRetry = Retry{Attempts: 4, Backoff: core.Backoff{Min: 50 * time.Millisecond, Max: time.Second}}
+var RecommendedRetry = Retry{Attempts: 4, Backoff: kit.Backoff{Min: 50 * time.Millisecond, Max: time.Second}}
 
 // UnaryRetry returns a client interceptor that retries unary calls that
 // fail with UNAVAILABLE, by r, within the call's deadline; each attempt is
@@ -56,7 +56,7 @@ func UnaryRetry(r Retry) grpc.UnaryClientInterceptor {
 			if err == nil || attempt+1 >= r.Attempts || status.Code(err) != codes.Unavailable {
 				return err
 			}
-			if !core.Sleep(ctx, r.Backoff.Delay(attempt)) {
+			if !kit.Sleep(ctx, r.Backoff.Delay(attempt)) {
 				return err
 			}
 		}

@@ -8,15 +8,15 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/disco-lb/disco/sinks/grpcresolver/grpctest"
+
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -39,31 +39,14 @@ func ctxFor(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// server is a test service that answers UnaryCall with its name and counts
+// server is grpctest's test service: it answers with its name and counts
 // the calls it served.
-type server struct {
-	testgrpc.UnimplementedTestServiceServer
-	name  string
-	calls atomic.Int64
-	first atomic.Int64 // unix nanos of the first call
-}
-
-func (s *server) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-	s.first.CompareAndSwap(0, time.Now().UnixNano())
-	s.calls.Add(1)
-	return &testgrpc.SimpleResponse{ServerId: s.name, Hostname: s.name}, nil
-}
+type server = grpctest.Server
 
 // serveOn runs a gRPC test server on ln until the test ends.
 func serveOn(t testing.TB, ln net.Listener, name string, opts ...grpc.ServerOption) (*server, *grpc.Server) {
 	t.Helper()
-	s := &server{name: name}
-	gs := grpc.NewServer(opts...)
-	testgrpc.RegisterTestServiceServer(gs, s)
-	done := make(chan struct{})
-	go func() { defer close(done); gs.Serve(ln) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	return s, gs
+	return grpctest.Serve(t, ln, name, opts...)
 }
 
 func loopbackServer(t *testing.T, name string) (*server, string) {
@@ -99,22 +82,16 @@ func staticParser(text string) (core.Target, error) {
 // reading targets with staticParser; both are closed when the test ends.
 func staticBuilder(t testing.TB, src core.Source, opts ...grpcresolver.Option) *grpcresolver.Builder {
 	t.Helper()
-	hub := core.NewHub(src)
+	hub := coretest.Hub(t, src)
 	t.Cleanup(func() { hub.Close() })
-	b := grpcresolver.New("static", hub, append([]grpcresolver.Option{grpcresolver.WithTargetParser(staticParser)}, opts...)...)
+	b := must(grpcresolver.New("static", hub, append([]grpcresolver.Option{grpcresolver.WithTargetParser(staticParser)}, opts...)...))
 	t.Cleanup(func() { b.Close() })
 	return b
 }
 
 func dial(t testing.TB, target string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	return grpctest.Dial(t, target, opts...)
 }
 
 func TestBalancesAcrossEveryEndpointAndFollowsChanges(t *testing.T) {
@@ -122,10 +99,10 @@ func TestBalancesAcrossEveryEndpointAndFollowsChanges(t *testing.T) {
 	var eps []*core.Endpoint
 	for i := range 3 {
 		s, addr := loopbackServer(t, fmt.Sprint("s", i))
-		eps = append(eps, endpointAt(s.name, addr))
+		eps = append(eps, endpointAt(s.Name, addr))
 	}
 	target := core.Target{Name: "greeter"}
-	src := core.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, eps[:2]...)})
+	src := coretest.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, eps[:2]...)})
 	b := staticBuilder(t, src)
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///greeter", grpc.WithResolvers(b)))
 	call := func(n int) map[string]int {
@@ -162,7 +139,7 @@ func TestBalancesAcrossEveryEndpointAndFollowsChanges(t *testing.T) {
 
 func TestMissingTargetFailsFastWithItsReason(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
-	b := staticBuilder(t, core.NewStatic(nil)) // knows no target: ErrNotFound
+	b := staticBuilder(t, coretest.NewStatic(nil)) // knows no target: ErrNotFound
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///nosuch", grpc.WithResolvers(b)))
 	err := failsFast(t, ctx, client)
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "target not found") {
@@ -189,7 +166,7 @@ func failsFast(t *testing.T, ctx context.Context, client testgrpc.TestServiceCli
 
 func TestUnparseableTargetFailsCalls(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
-	b := staticBuilder(t, core.NewStatic(nil))
+	b := staticBuilder(t, coretest.NewStatic(nil))
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///bad%20name", grpc.WithResolvers(b)))
 	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 	if err == nil || !strings.Contains(err.Error(), "bad target") {
@@ -277,7 +254,7 @@ func TestWhatTheResolverSends(t *testing.T) {
 		// Dual stack: one endpoint with both addresses; attributes carried.
 		dual := &core.Endpoint{ID: "a", Name: "greeter-a", Addresses: []string{"10.244.0.2", "fd00::2"}, Port: 50051,
 			Zone: "zone-a", Node: "node-1", ZoneHints: []string{"zone-a"}, Weight: 3}
-		notReady := &core.Endpoint{ID: "b", Addresses: []string{"10.244.0.3"}, Port: 50051, Conditions: core.Conditions{Ready: core.Bool(false)}}
+		notReady := &core.Endpoint{ID: "b", Addresses: []string{"10.244.0.3"}, Port: 50051, Conditions: core.Conditions{Ready: new(false)}}
 		src.Publish(target, coretest.Set(t, dual, notReady))
 		synctest.Wait()
 		cc.expect(t, 1, 1)
@@ -366,15 +343,15 @@ func TestResolversShareAWatchAndCloseReleasesIt(t *testing.T) {
 func TestKubernetesTargetFormsThroughNewClient(t *testing.T) {
 	ctx := ctxFor(t, time.Minute)
 	s, addr := loopbackServer(t, "greeter-0")
-	set := coretest.Set(t, endpointAt(s.name, addr))
-	src := core.NewStatic(map[core.Target]core.Set{
+	set := coretest.Set(t, endpointAt(s.Name, addr))
+	src := coretest.NewStatic(map[core.Target]core.Set{
 		{Namespace: "demo", Name: "greeter", Port: "grpc"}:  set,
 		{Namespace: "demo", Name: "greeter", Port: "50051"}: set,
 		{Name: "greeter", Port: "grpc"}:                     set, // no namespace: the source's default
 	})
-	hub := core.NewHub(src)
+	hub := coretest.Hub(t, src)
 	defer hub.Close()
-	b := grpcresolver.New("kubernetes", hub) // core.ParseTarget by default
+	b := must(grpcresolver.New("kubernetes", hub)) // core.ParseTarget by default
 	defer b.Close()
 	for _, target := range []string{
 		"kubernetes:///greeter.demo:grpc",
@@ -575,4 +552,12 @@ func TestDeletedTargetSendsNoAddressThenTheReason(t *testing.T) {
 			t.Fatalf("reported %v", cc.errs[0])
 		}
 	})
+}
+
+// must returns v, failing loudly on err (a constructor's error in a test).
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

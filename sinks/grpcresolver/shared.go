@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 )
 
 // targetState is what every resolver of one target sends grpc-go, built
@@ -21,7 +22,6 @@ import (
 // endpoint, moved, not rebuilt).
 type targetState struct {
 	mu    sync.Mutex
-	refs  int    // resolvers of the target (guarded by Builder.mu)
 	epoch string // the core update the state was built from
 	seq   uint64
 	set   core.Set
@@ -73,7 +73,7 @@ func (ts *targetState) build(epoch string, seq uint64, st core.State) *resolver.
 		// First build, or the routing rule moved (the first ready endpoint
 		// came, or the last went: kube-proxy's terminating fallback; or the
 		// lowest priority with routable endpoints changed): O(n).
-		routable := core.Routable(st.Endpoints)
+		routable := route.Routable(st.Endpoints)
 		list := make([]resolver.Endpoint, len(routable))
 		for i, e := range routable {
 			list[i] = endpointOf(e)
@@ -151,7 +151,7 @@ func (t *routeTally) count(e *core.Endpoint, n int) {
 	switch {
 	case e.Conditions.IsReady():
 		m = &t.ready
-	case core.IsFallback(e):
+	case route.IsFallback(e):
 		m = &t.fallback
 	default:
 		return
@@ -193,7 +193,7 @@ func (m routeMode) routable(e *core.Endpoint) bool {
 	if m.ready {
 		return e.Conditions.IsReady()
 	}
-	return core.IsFallback(e)
+	return route.IsFallback(e)
 }
 
 func (ts *targetState) setList(list []resolver.Endpoint) {

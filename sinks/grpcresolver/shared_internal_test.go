@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 )
 
 func renderList(list []resolver.Endpoint) []string {
@@ -45,9 +46,9 @@ func FuzzTargetState(f *testing.F) {
 				e := &core.Endpoint{ID: id, Addresses: []string{fmt.Sprintf("10.0.0.%d", r.IntN(3)+1)}, Port: 80, Priority: uint32(r.IntN(3))}
 				switch r.IntN(4) {
 				case 0:
-					e.Conditions = core.Conditions{Ready: core.Bool(false)}
+					e.Conditions = core.Conditions{Ready: new(false)}
 				case 1:
-					e.Conditions = core.Conditions{Ready: core.Bool(false), Serving: core.Bool(true), Terminating: core.Bool(true)}
+					e.Conditions = core.Conditions{Ready: new(false), Serving: new(true), Terminating: new(true)}
 				}
 				var err error
 				if set, err = set.With(e); err != nil {
@@ -63,7 +64,7 @@ func FuzzTargetState(f *testing.F) {
 				}
 				got = append(got, e)
 			}
-			want := core.Routable(set)
+			want := route.Routable(set)
 			if !slices.EqualFunc(got, want, func(a, b *core.Endpoint) bool { return a == b || a.Equal(b) }) {
 				t.Fatalf("step %d: shared state %v, routable %v", seq, renderList(st.Endpoints), want)
 			}

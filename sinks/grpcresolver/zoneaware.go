@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 )
 
 // ZoneAwareName is the name of the zone-aware load-balancing policy.
@@ -67,7 +68,7 @@ func RegisterLeastRequest() {
 // is not safe to call concurrently with creating clients (a grpc-go rule).
 //
 // The policy round-robins over the ready endpoints local to the client's
-// zone by core.Locality, the rule the connection pool applies too: when
+// zone by route.Locality, the rule the connection pool applies too: when
 // every ready endpoint carries zone hints (hints.forZones), those hinted
 // for the zone; when none does, those in the zone; when some do and some do
 // not, every endpoint (kube-proxy's rule). While fewer than MinReady are
@@ -159,7 +160,7 @@ type interceptor struct {
 
 func (i *interceptor) UpdateState(s balancer.State) {
 	i.zb.mu.Lock()
-	loc := core.Locality{Zone: i.zb.zone, MinLocal: i.zb.minReady}
+	loc := route.Locality{Zone: i.zb.zone, MinLocal: i.zb.minReady}
 	i.zb.mu.Unlock()
 	var ready []endpointsharding.ChildState
 	for _, c := range endpointsharding.ChildStatesFromPicker(s.Picker) {
@@ -182,7 +183,7 @@ func (i *interceptor) UpdateState(s balancer.State) {
 		return
 	}
 	// core's one locality rule, as the connection pool applies it.
-	use := core.SelectLocal(loc, ready, func(c endpointsharding.ChildState) *core.Endpoint {
+	use := route.Select(loc, ready, func(c endpointsharding.ChildState) *core.Endpoint {
 		if e, ok := EndpointOf(c.Endpoint.Attributes); ok {
 			return e
 		}

@@ -18,7 +18,7 @@ import (
 // zoneEndpoint is a loopback server as an endpoint in zone, hinted for hints.
 func zoneEndpoint(t *testing.T, name, zone string, hints ...string) *core.Endpoint {
 	s, addr := loopbackServer(t, name)
-	e := endpointAt(s.name, addr)
+	e := endpointAt(s.Name, addr)
 	e.Zone, e.ZoneHints = zone, hints
 	return e
 }
@@ -55,14 +55,14 @@ func TestZoneAwareByZoneWithMinReady(t *testing.T) {
 	a0, a1 := zoneEndpoint(t, "a-0", "zone-a"), zoneEndpoint(t, "a-1", "zone-a")
 	b0, b1 := zoneEndpoint(t, "b-0", "zone-b"), zoneEndpoint(t, "b-1", "zone-b")
 	target := core.Target{Name: "greeter"}
-	src := core.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, a0, b0, b1)})
+	src := coretest.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, a0, b0, b1)})
 	b := staticBuilder(t, src, grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("zone-a", 2)))
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///greeter", grpc.WithResolvers(b)))
 	answering(t, ctx, client, "a-0", "b-0", "b-1") // 1 ready in zone-a < minReady 2: every zone
 	src.Set(target, coretest.Set(t, a0, a1, b0, b1))
 	answering(t, ctx, client, "a-0", "a-1") // 2 ready in zone-a: zone-a only
 	a1NotReady := *a1
-	a1NotReady.Conditions.Ready = core.Bool(false)
+	a1NotReady.Conditions.Ready = new(false)
 	src.Set(target, coretest.Set(t, a0, &a1NotReady, b0, b1))
 	answering(t, ctx, client, "a-0", "b-0", "b-1") // back below minReady
 }
@@ -78,7 +78,7 @@ func TestZoneAwareFollowsHints(t *testing.T) {
 	b0 := zoneEndpoint(t, "b-0", "zone-b", "zone-a") // in zone-b, hinted for zone-a
 	b1 := zoneEndpoint(t, "b-1", "zone-b", "zone-b")
 	target := core.Target{Name: "greeter"}
-	src := core.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, a0, b0, b1)})
+	src := coretest.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, a0, b0, b1)})
 	b := staticBuilder(t, src, grpcresolver.WithServiceConfig(grpcresolver.ZoneAwareServiceConfig("", 1))) // zone from RegisterZoneAware
 	client := testgrpc.NewTestServiceClient(dial(t, "static:///greeter", grpc.WithResolvers(b)))
 	answering(t, ctx, client, "a-0", "b-0")

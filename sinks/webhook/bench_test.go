@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/wire"
 	"github.com/disco-lb/disco/sinks/webhook"
 )
 
@@ -20,8 +22,8 @@ import (
 func BenchmarkDelivery(b *testing.B) {
 	for _, form := range []struct {
 		name string
-		f    core.WireForm
-	}{{"delta", core.DeltaForm}, {"full", core.FullForm}} {
+		f    wire.Form
+	}{{"delta", wire.DeltaForm}, {"full", wire.FullForm}} {
 		b.Run(form.name+"-1000-endpoints", func(b *testing.B) {
 			applied := make(chan string, 16)
 			r, err := webhook.NewReceiver(func(_ context.Context, u core.Update) error {
@@ -40,15 +42,15 @@ func BenchmarkDelivery(b *testing.B) {
 			}))
 			defer srv.Close()
 			tg := core.Target{Name: "greeter"}
-			src := core.NewStatic(map[core.Target]core.Set{tg: endpoints(b, 1, 1000, "init")})
-			hub := core.NewHub(src)
+			src := coretest.NewStatic(map[core.Target]core.Set{tg: endpoints(b, 1, 1000, "init")})
+			hub := coretest.Hub(b, src)
 			defer hub.Close()
 			s, err := webhook.New(srv.URL, webhook.WithSecrets(secret(0)), webhook.WithForm(form.f))
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			sub, err := s.Subscribe(hub, tg)
+			sub, err := s.Deliver(hub, tg)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/wire"
 	"github.com/disco-lb/disco/sinks/webhook"
 )
 
@@ -28,7 +29,7 @@ func heap() uint64 {
 // times: it ends with the exact final state, the sender's memory does not
 // grow with the number of changes, and seq never goes backwards.
 func TestFinalStateAfterALongOutage(t *testing.T) {
-	for name, form := range map[string]core.WireForm{"full": core.FullForm, "delta": core.DeltaForm} {
+	for name, form := range map[string]wire.Form{"full": wire.FullForm, "delta": wire.DeltaForm} {
 		t.Run(name, func(t *testing.T) {
 			rc := newReceiver(t, secret(0))
 			tg := core.Target{Name: "greeter"}
@@ -184,7 +185,7 @@ func TestDeltaFormAndResync(t *testing.T) {
 	tg := core.Target{Name: "big"}
 	big := endpoints(t, 1, 10000, "0")
 	hub, src := hubOf(t, map[core.Target]core.Set{tg: big})
-	s := newSender(t, rc.srv.URL, webhook.WithForm(core.DeltaForm))
+	s := newSender(t, rc.srv.URL, webhook.WithForm(wire.DeltaForm))
 	subscribe(t, s, hub, tg)
 	rc.waitState(tg, big)
 	changed := endpoints(t, 1, 10000, "1")

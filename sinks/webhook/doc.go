@@ -4,7 +4,7 @@
 //
 //	s, err := webhook.New("https://lb-config.internal/disco",
 //		webhook.WithSecrets(os.Getenv("DISCO_WEBHOOK_SECRET")), // whsec_...
-//		webhook.WithForm(core.DeltaForm))
+//		webhook.WithForm(wire.DeltaForm))
 //	sub, err := s.Subscribe(hub, targets...) // one lane per target
 //
 // Each delivery is a POST of one update in core's wire form (schema

@@ -5,5 +5,5 @@ package webhook
 func (s *Sender) Tracked() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return max(len(s.attempts), len(s.pending), len(s.tlsRun))
+	return max(len(s.pending), len(s.tlsRun))
 }

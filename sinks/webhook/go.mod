@@ -3,7 +3,7 @@ module github.com/disco-lb/disco/sinks/webhook
 go 1.26.0
 
 require (
-	github.com/disco-lb/disco/core v0.2.0
+	github.com/disco-lb/disco/core v0.3.0
 	github.com/prometheus/client_golang v1.25.0
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0

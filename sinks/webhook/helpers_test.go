@@ -124,7 +124,7 @@ func (rc *receiver) checkOrdered(t core.Target) {
 func newSender(t *testing.T, url string, opts ...webhook.Option) *webhook.Sender {
 	t.Helper()
 	s, err := webhook.New(url, append([]webhook.Option{webhook.WithSecrets(secret(0)),
-		webhook.WithBackoff(10*time.Millisecond, 100*time.Millisecond), webhook.WithTimeout(2 * time.Second)}, opts...)...)
+		webhook.WithTimeout(2 * time.Second)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,18 +132,17 @@ func newSender(t *testing.T, url string, opts ...webhook.Option) *webhook.Sender
 	return s
 }
 
-// hubOf returns a hub over a static source holding sets, closed at the end.
-func hubOf(t *testing.T, sets map[core.Target]core.Set) (*core.Hub, *core.Static) {
+// hubOf returns a hub over a static source holding sets, with a short
+// retry schedule, closed at the end.
+func hubOf(t *testing.T, sets map[core.Target]core.Set) (*core.Hub, *coretest.Static) {
 	t.Helper()
-	src := core.NewStatic(sets)
-	hub := core.NewHub(src)
-	t.Cleanup(func() { hub.Close() })
-	return hub, src
+	src := coretest.NewStatic(sets)
+	return coretest.Hub(t, src, core.WithBackoff(10*time.Millisecond, 100*time.Millisecond)), src
 }
 
-func subscribe(t *testing.T, s *webhook.Sender, hub *core.Hub, targets ...core.Target) *webhook.Subscription {
+func subscribe(t *testing.T, s *webhook.Sender, hub *core.Hub, targets ...core.Target) *webhook.Delivery {
 	t.Helper()
-	sub, err := s.Subscribe(hub, targets...)
+	sub, err := s.Deliver(hub, targets...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,10 @@ func TestSenderRecreatedOnTheSameRegistry(t *testing.T) {
 // and the sender keeps nothing of it.
 func TestForgottenTargetsAreForgotten(t *testing.T) {
 	rc := newReceiver(t, secret(0))
-	rc.setHook(func(w http.ResponseWriter, _ *http.Request) bool { w.WriteHeader(http.StatusServiceUnavailable); return true })
+	rc.setHook(func(w http.ResponseWriter, _ *http.Request) bool {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	})
 	reg := prometheus.NewRegistry()
 	s := newSender(t, rc.srv.URL, webhook.WithRegisterer(reg))
 	tg := core.Target{Name: "greeter"}

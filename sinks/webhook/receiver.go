@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/wire"
 )
 
 // ReceiverOption configures a Receiver.
@@ -42,7 +43,7 @@ func WithClock(now func() time.Time) ReceiverOption { return func(r *Receiver) {
 
 // Receiver is the receiving side in Go: an http.Handler that verifies a
 // delivery's signature and timestamp, decodes it, rebuilds the target's
-// state with a core.Replica, and calls apply with the Update an in-process
+// state with a wire.Replica, and calls apply with the Update an in-process
 // sink would have got (complete State, Delta against what it held). apply
 // runs for one delivery at a time. Answers:
 //
@@ -59,7 +60,7 @@ type Receiver struct {
 	tolerance time.Duration
 	maxBody   int64
 	now       func() time.Time
-	replica   *core.Replica
+	replica   *wire.Replica
 
 	mu   sync.Mutex // one delivery at a time
 	seen map[string]time.Time
@@ -69,7 +70,7 @@ type Receiver struct {
 // secrets ("whsec_<base64>"; several during a rotation).
 func NewReceiver(apply func(context.Context, core.Update) error, secrets []string, opts ...ReceiverOption) (*Receiver, error) {
 	r := &Receiver{apply: apply, tolerance: 5 * time.Minute, maxBody: 64 << 20, now: time.Now,
-		replica: core.NewReplica(), seen: map[string]time.Time{}}
+		replica: wire.NewReplica(), seen: map[string]time.Time{}}
 	if len(secrets) == 0 {
 		return nil, fmt.Errorf("webhook: receiver without a secret: %w", core.ErrInvalid)
 	}
@@ -145,12 +146,12 @@ func (r *Receiver) Handle(ctx context.Context, h http.Header, body []byte) (int,
 	if _, dup := r.seen[id]; dup {
 		return http.StatusOK, "webhook: " + id + " applied already"
 	}
-	wu, err := core.DecodeWire(body)
+	wu, err := wire.Decode(body)
 	if err != nil {
 		return http.StatusBadRequest, err.Error()
 	}
-	err = r.replica.Deliver(ctx, wu, core.SinkFunc(r.apply))
-	var sinkErr *core.SinkError
+	err = r.replica.Receive(ctx, wu, core.SinkFunc(r.apply))
+	var sinkErr *wire.SinkError
 	switch {
 	case err == nil:
 		r.seen[id] = now
@@ -159,7 +160,7 @@ func (r *Receiver) Handle(ctx context.Context, h http.Header, body []byte) (int,
 		return StatusResync, err.Error()
 	case errors.As(err, &sinkErr):
 		return http.StatusInternalServerError, err.Error()
-	case errors.Is(err, core.ErrDuplicate):
+	case errors.Is(err, wire.ErrDuplicate):
 		return http.StatusOK, err.Error()
 	}
 	return http.StatusBadRequest, err.Error()

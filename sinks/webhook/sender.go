@@ -24,6 +24,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
+	"github.com/disco-lb/disco/core/wire"
 )
 
 // StatusResync is the status a receiver answers when it does not hold the
@@ -35,112 +37,99 @@ const StatusResync = http.StatusConflict
 // answered 410 Gone: the sender stops delivering to it.
 var ErrGone = errors.New("webhook: receiver answered 410 Gone; delivery stopped")
 
-// Option configures a Sender.
-type Option func(*config)
+// Option configures a Sender. A value out of range makes New fail with an
+// error naming the option and what it allows.
+type Option = kit.Option[*config]
 
 type config struct {
+	kit.Common    // WithLogger
 	name          string
 	secrets       []string
-	form          core.WireForm
+	form          wire.Form
 	client        *http.Client
 	tls           *tls.Config
 	timeout       time.Duration
 	connect       time.Duration
-	backoff       core.Backoff
 	maxRetryAfter time.Duration
 	maxBody       int64
-	log           *zap.Logger
 	reg           prometheus.Registerer
 }
 
 // WithSecrets sets the signing secrets ("whsec_<base64>"). Every request
 // is signed with each: during a rotation give the new and the old one, so
 // receivers holding either accept it. Required.
-func WithSecrets(secrets ...string) Option { return func(c *config) { c.secrets = secrets } }
+func WithSecrets(secrets ...string) Option {
+	return func(c *config) error { c.secrets = secrets; return nil }
+}
 
-// WithForm sets the payload: core.FullForm (default: every delivery holds
-// the complete state, and the delta) or core.DeltaForm (only what changed:
+// WithForm sets the payload: wire.FullForm (default: every delivery holds
+// the complete state, and the delta) or wire.DeltaForm (only what changed:
 // O(changed) bytes; a receiver that does not hold the base state answers
 // StatusResync and gets the full state).
-func WithForm(f core.WireForm) Option { return func(c *config) { c.form = f } }
+func WithForm(f wire.Form) Option {
+	return kit.Checked(kit.Between("WithForm", f, wire.FullForm, wire.DeltaForm), func(c *config) { c.form = f })
+}
 
 // WithName names the receiver in metrics and logs (default: the URL's
 // host).
-func WithName(name string) Option { return func(c *config) { c.name = name } }
+func WithName(name string) Option { return func(c *config) error { c.name = name; return nil } }
 
 // WithTLS sets the TLS configuration (a custom CA in RootCAs, a client
 // certificate) of the sender's own HTTP client. It cannot be combined with
 // WithHTTPClient (whose transport has its own TLS configuration): New
 // fails with both.
-func WithTLS(cfg *tls.Config) Option { return func(c *config) { c.tls = cfg } }
+func WithTLS(cfg *tls.Config) Option { return func(c *config) error { c.tls = cfg; return nil } }
 
 // WithHTTPClient sets the HTTP client (its transport, proxy, TLS). The
 // sender uses a copy that never follows redirects and bounds each request
 // with WithTimeout. Set TLS in its transport, not with WithTLS.
-func WithHTTPClient(hc *http.Client) Option { return func(c *config) { c.client = hc } }
+func WithHTTPClient(hc *http.Client) Option {
+	return func(c *config) error { c.client = hc; return nil }
+}
 
 // WithTimeout bounds each delivery: connect, send, response headers and
-// the response body (default 10s). A receiver that hangs or trickles bytes
-// fails at this limit.
+// the response body (more than 0, at most 10m; default 10s). A receiver
+// that hangs or trickles bytes fails at this limit.
 func WithTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d > 0 {
-			c.timeout = d
-		}
-	}
+	return kit.Checked(kit.Positive("WithTimeout", d, 10*time.Minute), func(c *config) { c.timeout = d })
 }
 
 // WithConnectTimeout bounds the TCP connect (and TLS handshake) of the
-// sender's own client (default 5s).
+// sender's own client (more than 0, at most 10m; default 5s).
 func WithConnectTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d > 0 {
-			c.connect = d
-		}
-	}
+	return kit.Checked(kit.Positive("WithConnectTimeout", d, 10*time.Minute), func(c *config) { c.connect = d })
 }
 
-// WithBackoff sets the retry schedule of a failing target: jittered
-// exponential from min to max (default 500ms to 5m). A receiver's
-// Retry-After (on 429 and 503) takes its place, up to WithMaxRetryAfter.
-func WithBackoff(min, max time.Duration) Option {
-	return func(c *config) { c.backoff = core.Backoff{Min: min, Max: max} }
+// WithMaxRetryAfter caps the Retry-After a receiver may ask for (more than
+// 0, at most 24h; default 10m). Other failed deliveries are retried after
+// the hub's backoff (core.WithBackoff), per target.
+func WithMaxRetryAfter(d time.Duration) Option {
+	return kit.Checked(kit.Positive("WithMaxRetryAfter", d, 24*time.Hour), func(c *config) { c.maxRetryAfter = d })
 }
 
-// WithMaxRetryAfter caps the Retry-After a receiver may ask for (default
-// 10m).
-func WithMaxRetryAfter(d time.Duration) Option { return func(c *config) { c.maxRetryAfter = d } }
-
-// WithMaxResponseBody sets how much of a response body is read (default
-// 4 KiB); the rest is left unread.
+// WithMaxResponseBody sets how much of a response body is read (0 to
+// 1 MiB; default 4 KiB); the rest is left unread.
 func WithMaxResponseBody(n int64) Option {
-	return func(c *config) {
-		if n >= 0 {
-			c.maxBody = n
-		}
-	}
+	return kit.Checked(kit.Between("WithMaxResponseBody", n, 0, 1<<20), func(c *config) { c.maxBody = n })
 }
 
-// WithLogger sets the logger (nil: no-op).
-func WithLogger(l *zap.Logger) Option {
-	return func(c *config) {
-		if l != nil {
-			c.log = l
-		}
-	}
-}
+// WithLogger sets the logger (nil: none).
+var WithLogger = kit.WithLogger[*config]
 
 // WithRegisterer registers the sender's Prometheus metrics with reg (none
 // by default; never the global registry behind your back).
-func WithRegisterer(reg prometheus.Registerer) Option { return func(c *config) { c.reg = reg } }
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(c *config) error { c.reg = reg; return nil }
+}
 
 // Sender delivers a hub's updates to one HTTP receiver: a core.Sink. Each
-// update is a POST of its wire form (core.WireSchema, JSON), signed as
+// update is a POST of its wire form (wire.Schema, JSON), signed as
 // Standard Webhooks says. Core's mailbox gives it the newest state of each
 // target (latest wins, O(targets) memory however long the receiver is
-// down) and retries a failed delivery with the newest state after the
-// sender's schedule. Subscribe it with Sender.Subscribe so that targets are
-// delivered independently of each other. Safe for concurrent use.
+// down) and retries a failed delivery with the newest state after its
+// backoff (or the receiver's Retry-After). Attach it with Sender.Deliver so
+// that targets are delivered independently of each other. Safe for
+// concurrent use.
 type Sender struct {
 	url     string
 	cfg     config
@@ -151,11 +140,10 @@ type Sender struct {
 
 	closeOnce sync.Once
 
-	mu       sync.Mutex
-	attempts map[core.Target]int       // failed deliveries in a row
-	pending  map[core.Target]time.Time // since when a target's state waits to be delivered
-	tlsRun   map[core.Target]bool      // the target's failures in a row include a TLS one
-	gone     error
+	mu      sync.Mutex
+	pending map[core.Target]time.Time // since when a target's state waits to be delivered (a later attempt is a retry)
+	tlsRun  map[core.Target]bool      // the target's failures in a row include a TLS one
+	gone    error
 }
 
 var _ core.Sink = (*Sender)(nil)
@@ -163,11 +151,10 @@ var _ core.Sink = (*Sender)(nil)
 // New returns a sender to the receiver at rawURL (http or https). It
 // checks the URL and the secrets, and starts nothing.
 func New(rawURL string, opts ...Option) (*Sender, error) {
-	c := config{form: core.FullForm, timeout: 10 * time.Second, connect: 5 * time.Second,
-		backoff: core.Backoff{Min: 500 * time.Millisecond, Max: 5 * time.Minute}, maxRetryAfter: 10 * time.Minute,
-		maxBody: 4 << 10, log: zap.NewNop()}
-	for _, o := range opts {
-		o(&c)
+	c := config{Common: kit.Common{Log: zap.NewNop()}, form: wire.FullForm, timeout: 10 * time.Second, connect: 5 * time.Second,
+		maxRetryAfter: 10 * time.Minute, maxBody: 4 << 10}
+	if err := kit.Apply(&c, opts...); err != nil {
+		return nil, fmt.Errorf("webhook: %w: %w", err, core.ErrInvalid)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -182,7 +169,7 @@ func New(rawURL string, opts ...Option) (*Sender, error) {
 	if c.client != nil && c.tls != nil {
 		return nil, fmt.Errorf("webhook: WithTLS and WithHTTPClient together: the client's transport has its own TLS configuration, and WithTLS would be ignored; set TLS in the transport: %w", core.ErrInvalid)
 	}
-	s := &Sender{url: u.String(), cfg: c, attempts: map[core.Target]int{}, pending: map[core.Target]time.Time{}, tlsRun: map[core.Target]bool{}}
+	s := &Sender{url: u.String(), cfg: c, pending: map[core.Target]time.Time{}, tlsRun: map[core.Target]bool{}}
 	for i, text := range c.secrets {
 		sec, err := ParseSecret(text)
 		if err != nil {
@@ -194,7 +181,7 @@ func New(rawURL string, opts ...Option) (*Sender, error) {
 		c.name = u.Host
 		s.cfg.name = u.Host
 	}
-	s.log = c.log.With(zap.String("receiver", s.cfg.name))
+	s.log = c.Log.With(zap.String("receiver", s.cfg.name))
 	s.client = s.httpClient()
 	if s.m, err = newMetrics(c.reg, s.cfg.name, s.oldestPending); err != nil {
 		return nil, err
@@ -240,18 +227,18 @@ func (s *Sender) Close() {
 	s.closeOnce.Do(s.m.unregister)
 }
 
-// forget drops what the sender keeps of a target that left: its retry
-// count and its pending time (which oldest_undelivered_seconds reads).
+// forget drops what the sender keeps of a target that left: its pending
+// time (which oldest_undelivered_seconds reads).
 func (s *Sender) forget(t core.Target) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.attempts, t)
 	delete(s.pending, t)
 	delete(s.tlsRun, t)
 }
 
-// Subscription is a sender's subscriptions to a hub, one per target.
-type Subscription struct {
+// Delivery is a sender's delivery of targets from a hub: one core
+// subscription per target.
+type Delivery struct {
 	s       *Sender
 	subs    []*core.Subscription
 	targets []core.Target
@@ -259,7 +246,7 @@ type Subscription struct {
 
 // WaitSynced waits until every target has synced at the hub (not until it
 // was delivered).
-func (a *Subscription) WaitSynced(ctx context.Context) error {
+func (a *Delivery) WaitSynced(ctx context.Context) error {
 	var errs []error
 	for _, s := range a.subs {
 		errs = append(errs, s.WaitSynced(ctx))
@@ -270,7 +257,7 @@ func (a *Subscription) WaitSynced(ctx context.Context) error {
 // Close ends delivery of every target, waiting for a delivery in progress
 // to be cancelled, and makes the sender forget the targets (a target that
 // left while its receiver was failing no longer counts as undelivered).
-func (a *Subscription) Close() error {
+func (a *Delivery) Close() error {
 	for i, s := range a.subs {
 		s.Close()
 		a.s.forget(a.targets[i])
@@ -278,11 +265,12 @@ func (a *Subscription) Close() error {
 	return nil
 }
 
-// Subscribe subscribes the sender to targets on hub, one subscription per
+// Deliver has the sender deliver targets from hub: one subscription per
 // target, so that a target whose deliveries fail or are slow holds up no
-// other target. At most one request per target is in flight.
-func (s *Sender) Subscribe(hub *core.Hub, targets ...core.Target) (*Subscription, error) {
-	a := &Subscription{s: s}
+// other target. At most one request per target is in flight. Close the
+// Delivery to stop.
+func (s *Sender) Deliver(hub *core.Hub, targets ...core.Target) (*Delivery, error) {
+	a := &Delivery{s: s}
 	for _, t := range targets {
 		sub, err := hub.Subscribe("webhook:"+s.cfg.name+":"+t.String(), s, t)
 		if err != nil {
@@ -311,25 +299,25 @@ func MessageID(u core.Update) string {
 	return "msg_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(h.Sum(nil)[:20]))
 }
 
-// Update implements core.Sink: one signed POST of u. A 2xx accepts it;
+// Accept implements core.Sink: one signed POST of u. A 2xx accepts it;
 // StatusResync (409) asks for the full state; 410 Gone stops the sender;
 // anything else (a network error, a timeout, a redirect, another status)
 // is retried with the newest state after the sender's schedule or the
 // receiver's Retry-After.
-func (s *Sender) Update(ctx context.Context, u core.Update) error {
+func (s *Sender) Accept(ctx context.Context, u core.Update) error {
 	if err := s.Gone(); err != nil {
 		return core.Permanent(err)
 	}
 	s.mu.Lock()
-	if _, ok := s.pending[u.Target]; !ok {
+	_, retry := s.pending[u.Target] // an earlier attempt did not get through
+	if !retry {
 		s.pending[u.Target] = time.Now()
 	}
-	retry := s.attempts[u.Target] > 0
 	s.mu.Unlock()
 	if retry {
 		s.m.retries.Inc()
 	}
-	body, err := json.Marshal(u.Wire(s.cfg.form))
+	body, err := json.Marshal(wire.From(u, s.cfg.form))
 	if err != nil {
 		return core.Permanent(fmt.Errorf("webhook: encode %s seq %d: %w", u.Target, u.Seq, err))
 	}
@@ -374,7 +362,6 @@ func (s *Sender) Update(ctx context.Context, u core.Update) error {
 			s.log.Debug("webhook: response body cut at the deadline", zap.Error(rerr))
 		}
 		s.mu.Lock()
-		delete(s.attempts, u.Target)
 		delete(s.pending, u.Target)
 		delete(s.tlsRun, u.Target)
 		s.mu.Unlock()
@@ -410,18 +397,17 @@ func (s *Sender) Update(ctx context.Context, u core.Update) error {
 	return s.failed(u, id, reason, after, describe(fmt.Sprintf("HTTP %d", code)))
 }
 
-// failed counts a failed delivery and returns err marked to be retried
-// after the schedule's next step, or after (a Retry-After), capped.
+// failed counts a failed delivery and returns err marked to be retried,
+// after the hub's per-target backoff, or after after (a Retry-After),
+// capped.
 func (s *Sender) failed(u core.Update, id, reason string, after time.Duration, err error) error {
 	s.mu.Lock()
-	attempt := s.attempts[u.Target]
-	s.attempts[u.Target] = attempt + 1
 	firstTLS := reason == "tls" && !s.tlsRun[u.Target]
 	if reason == "tls" {
 		s.tlsRun[u.Target] = true
 	}
 	s.mu.Unlock()
-	delay := s.cfg.backoff.Delay(attempt)
+	delay := time.Duration(0) // core's backoff
 	if after > 0 {
 		delay = min(after, s.cfg.maxRetryAfter)
 	}
@@ -434,9 +420,12 @@ func (s *Sender) failed(u core.Update, id, reason string, after time.Duration, e
 		// expired one. Said loudly once per run of failures.
 		log, msg = s.log.Error, "webhook: TLS with the receiver failed (its certificate is not trusted, or the handshake failed); retrying with the newest state"
 	}
-	log(msg, zap.String("id", id), zap.Stringer("target", u.Target), zap.Uint64("seq", u.Seq), zap.Int("attempt", attempt+1),
-		zap.Duration("retry_in", delay), zap.Error(err))
-	return core.RetryAfter(err, delay)
+	fields := []zap.Field{zap.String("id", id), zap.Stringer("target", u.Target), zap.Uint64("seq", u.Seq), zap.Error(err)}
+	if delay > 0 {
+		fields = append(fields, zap.Duration("retry_after", delay))
+	}
+	log(msg, fields...)
+	return core.Retry(err, delay)
 }
 
 // isTLS reports whether a request failed in TLS: a certificate that does not

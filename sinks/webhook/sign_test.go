@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/wire"
 	"github.com/disco-lb/disco/sinks/webhook"
 )
 
@@ -119,24 +120,24 @@ func TestReceiverAnswers(t *testing.T) {
 	tg := core.Target{Name: "greeter"}
 	set := endpoints(t, 1, 2, "0")
 	full := core.Update{Target: tg, Epoch: "e1", Seq: 3, State: core.State{Synced: true, Endpoints: set}}
-	send := func(u core.Update, form core.WireForm, key webhook.Secret) int {
-		body, _ := json.Marshal(u.Wire(form))
+	send := func(u core.Update, form wire.Form, key webhook.Secret) int {
+		body, _ := json.Marshal(wire.From(u, form))
 		h := http.Header{}
 		webhook.Sign(h, webhook.MessageID(u), now, body, key)
 		code, _ := r.Handle(context.Background(), h, body)
 		return code
 	}
-	if code := send(full, core.FullForm, key); code != http.StatusNoContent {
+	if code := send(full, wire.FullForm, key); code != http.StatusNoContent {
 		t.Fatalf("full state: %d", code)
 	}
-	if code := send(full, core.FullForm, key); code != http.StatusOK || applied.Load() != 1 {
+	if code := send(full, wire.FullForm, key); code != http.StatusOK || applied.Load() != 1 {
 		t.Fatalf("replay: %d, applied %d times", code, applied.Load())
 	}
 	delta := core.Update{Target: tg, Epoch: "e1", Seq: 9, BaseSeq: 7, State: core.State{Synced: true, Endpoints: set}}
-	if code := send(delta, core.DeltaForm, key); code != webhook.StatusResync {
+	if code := send(delta, wire.DeltaForm, key); code != webhook.StatusResync {
 		t.Fatalf("a delta from a state not held: %d, want %d", code, webhook.StatusResync)
 	}
-	if code := send(full, core.FullForm, mustSecret(t, secret(7))); code != http.StatusUnauthorized {
+	if code := send(full, wire.FullForm, mustSecret(t, secret(7))); code != http.StatusUnauthorized {
 		t.Fatalf("wrong key: %d", code)
 	}
 	h := http.Header{}
@@ -150,7 +151,7 @@ func TestReceiverAnswers(t *testing.T) {
 func FuzzReceiver(f *testing.F) {
 	key := secret(8)
 	now := time.Unix(1_800_000_000, 0)
-	body, _ := json.Marshal(core.Update{Target: core.Target{Name: "a"}, Epoch: "e", Seq: 1, State: core.State{Synced: true}}.Wire(core.FullForm))
+	body, _ := json.Marshal(wire.From(core.Update{Target: core.Target{Name: "a"}, Epoch: "e", Seq: 1, State: core.State{Synced: true}}, wire.FullForm))
 	h := http.Header{}
 	webhook.Sign(h, "msg_1", now, body, mustSecret(f, key))
 	f.Add(h.Get(webhook.HeaderID), h.Get(webhook.HeaderTimestamp), h.Get(webhook.HeaderSignature), body)

@@ -145,9 +145,11 @@ func (f *fake) ServeDNS(w mdns.ResponseWriter, q *mdns.Msg) {
 	f.mu.Unlock()
 	if on != nil {
 		on(true)
-		defer on(false)
 	}
 	time.Sleep(delay) // outside the lock: answers overlap as a real server's do
+	if on != nil {
+		on(false) // before the answer goes out: the client may ask again at once
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(q.Question) != 1 {

@@ -3,7 +3,7 @@ module github.com/disco-lb/disco/sources/dns
 go 1.26.0
 
 require (
-	github.com/disco-lb/disco/core v0.2.0
+	github.com/disco-lb/disco/core v0.3.0
 	github.com/miekg/dns v1.1.73
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
 )
 
 // Mode selects what a target's name is asked for.
@@ -30,18 +31,18 @@ const (
 	Host
 )
 
-// Option configures a Source.
-type Option func(*options)
+// Option configures a Source. A value out of range makes New fail with an
+// error naming the option and what it allows.
+type Option = kit.Option[*options]
 
 type options struct {
-	servers  []string
-	mode     Mode
-	floor    time.Duration
-	ceiling  time.Duration
-	timeout  time.Duration
-	backoff  core.Backoff
-	log      *zap.Logger
-	confPath string
+	kit.Common // WithLogger, WithBackoff
+	servers    []string
+	mode       Mode
+	floor      time.Duration
+	ceiling    time.Duration
+	timeout    time.Duration
+	confPath   string
 	// concurrency bounds the address queries of one SRV answer in flight.
 	concurrency int
 }
@@ -49,72 +50,65 @@ type options struct {
 // WithServer sets the DNS servers to ask, in order ("10.96.0.10:53"; a
 // missing port means 53). Default: the nameservers of /etc/resolv.conf.
 func WithServer(addrs ...string) Option {
-	return func(o *options) {
+	return func(o *options) error {
 		o.servers = nil
 		for _, a := range addrs {
 			if _, _, err := net.SplitHostPort(a); err != nil {
 				a = net.JoinHostPort(a, "53")
 			}
+			if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+				return &kit.OptionError{Option: "WithServer", Value: a, Want: "host or host:port"}
+			}
 			o.servers = append(o.servers, a)
 		}
+		return nil
 	}
 }
 
 // WithResolvConf sets the file that lists the servers when WithServer is
 // not given (default /etc/resolv.conf).
-func WithResolvConf(path string) Option { return func(o *options) { o.confPath = path } }
+func WithResolvConf(path string) Option {
+	return func(o *options) error { o.confPath = path; return nil }
+}
 
 // WithMode forces SRV or A/AAAA queries (default Auto).
-func WithMode(m Mode) Option { return func(o *options) { o.mode = m } }
+func WithMode(m Mode) Option {
+	return kit.Checked(kit.Between("WithMode", m, Auto, Host), func(o *options) { o.mode = m })
+}
 
 // WithTTLBounds bounds the time between two queries of a name: its answer's
-// TTL, but at least floor and at most ceiling (defaults 1s and 5m). A TTL
-// of 0 is asked again after floor.
+// TTL, but at least floor and at most ceiling (0 < floor <= ceiling <= 24h;
+// defaults 1s and 5m). A TTL of 0 is asked again after floor.
 func WithTTLBounds(floor, ceiling time.Duration) Option {
-	return func(o *options) {
-		if floor > 0 {
-			o.floor = floor
+	return func(o *options) error {
+		if floor <= 0 || ceiling < floor || ceiling > 24*time.Hour {
+			return &kit.OptionError{Option: "WithTTLBounds", Value: fmt.Sprintf("%v, %v", floor, ceiling), Want: "0 < floor <= ceiling <= 24h"}
 		}
-		if ceiling >= o.floor {
-			o.ceiling = ceiling
-		}
+		o.floor, o.ceiling = floor, ceiling
+		return nil
 	}
 }
 
-// WithTimeout bounds each query (default 2s).
+// WithTimeout bounds each query (more than 0, at most 1m; default 2s).
 func WithTimeout(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.timeout = d
-		}
-	}
+	return kit.Checked(kit.Positive("WithTimeout", d, time.Minute), func(o *options) { o.timeout = d })
 }
 
-// WithBackoff sets the jittered backoff between failed queries (default
-// 200ms to 30s).
+// WithBackoff sets the jittered backoff between failed queries (0 < min <=
+// max <= 24h; default 200ms to 30s).
 func WithBackoff(min, max time.Duration) Option {
-	return func(o *options) { o.backoff = core.Backoff{Min: min, Max: max} }
+	return kit.WithBackoff[*options]("WithBackoff", min, max)
 }
 
 // WithConcurrency bounds how many hosts of one SRV answer are asked for
-// their addresses at once (default 16); hosts whose addresses the answer's
-// additional section carries are not asked at all.
+// their addresses at once (1 to 1024; default 16); hosts whose addresses
+// the answer's additional section carries are not asked at all.
 func WithConcurrency(n int) Option {
-	return func(o *options) {
-		if n > 0 {
-			o.concurrency = n
-		}
-	}
+	return kit.Checked(kit.Between("WithConcurrency", n, 1, 1024), func(o *options) { o.concurrency = n })
 }
 
-// WithLogger sets the logger (nil: no-op).
-func WithLogger(l *zap.Logger) Option {
-	return func(o *options) {
-		if l != nil {
-			o.log = l
-		}
-	}
-}
+// WithLogger sets the logger (nil: none).
+var WithLogger = kit.WithLogger[*options]
 
 // Source discovers endpoints from DNS. It implements core.Source. Safe for
 // concurrent use; each watched target queries on its own schedule.
@@ -130,11 +124,10 @@ var ErrNoServer = errors.New("dns: no DNS server")
 // New returns a source asking opts' servers (or /etc/resolv.conf's). It
 // starts nothing.
 func New(opts ...Option) (*Source, error) {
-	o := options{mode: Auto, floor: time.Second, ceiling: 5 * time.Minute, timeout: 2 * time.Second,
-		backoff: core.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}, log: zap.NewNop(), confPath: "/etc/resolv.conf",
-		concurrency: 16}
-	for _, opt := range opts {
-		opt(&o)
+	o := options{Common: kit.Common{Log: zap.NewNop(), Backoff: kit.Backoff{Min: 200 * time.Millisecond, Max: 30 * time.Second}},
+		mode: Auto, floor: time.Second, ceiling: 5 * time.Minute, timeout: 2 * time.Second, confPath: "/etc/resolv.conf", concurrency: 16}
+	if err := kit.Apply(&o, opts...); err != nil {
+		return nil, fmt.Errorf("dns: %w: %w", err, core.ErrInvalid)
 	}
 	if len(o.servers) == 0 {
 		conf, err := mdns.ClientConfigFromFile(o.confPath)
@@ -192,7 +185,7 @@ func (s *Source) Watch(ctx context.Context, t core.Target, pub core.Publisher) e
 	if err := s.check(t); err != nil {
 		return err
 	}
-	log := s.opts.log.With(zap.Stringer("target", t))
+	log := s.opts.Log.With(zap.Stringer("target", t))
 	attempt := 0
 	for {
 		set, ttl, err := s.resolve(ctx, t)
@@ -205,7 +198,7 @@ func (s *Source) Watch(ctx context.Context, t core.Target, pub core.Publisher) e
 				log.Warn("dns: query failing; keeping the last good set", zap.Error(err))
 			}
 			pub.Fail(err)
-			wait = s.opts.backoff.Delay(attempt)
+			wait = s.opts.Backoff.Delay(attempt)
 			attempt++
 		} else {
 			if attempt > 0 {
@@ -215,7 +208,7 @@ func (s *Source) Watch(ctx context.Context, t core.Target, pub core.Publisher) e
 			attempt = 0
 			wait = min(max(ttl, s.opts.floor), s.opts.ceiling)
 		}
-		if !core.Sleep(ctx, wait) {
+		if !kit.Sleep(ctx, wait) {
 			return nil
 		}
 	}

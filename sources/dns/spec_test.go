@@ -11,6 +11,7 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/route"
 	"github.com/disco-lb/disco/sources/dns"
 	"github.com/disco-lb/disco/sources/dns/dnstest"
 )
@@ -94,12 +95,12 @@ func TestSRVPriorityFromARealServer(t *testing.T) {
 	tg := target(t, src, name)
 	_, rec := coretest.Watch(t, src, tg)
 	st := waitFor(t, rec, tg, "backup.disco.test:80 10.7.0.9 80 w5 p20", "p1.disco.test:80 10.7.0.1 80 w3 p10", "p2.disco.test:80 10.7.0.2 80 w1 p10")
-	if got := idsOfEndpoints(core.Routable(st.Endpoints)); fmt.Sprint(got) != "[p1.disco.test:80 p2.disco.test:80]" {
+	if got := idsOfEndpoints(route.Routable(st.Endpoints)); fmt.Sprint(got) != "[p1.disco.test:80 p2.disco.test:80]" {
 		t.Fatalf("routable %v, want the priority-10 records only", got)
 	}
 	srv.SetSRV(name, dnstest.SRV{Target: backup, Port: 80, Priority: 20, Weight: 5})
 	st = waitFor(t, rec, tg, "backup.disco.test:80 10.7.0.9 80 w5 p20")
-	if got := idsOfEndpoints(core.Routable(st.Endpoints)); fmt.Sprint(got) != "[backup.disco.test:80]" {
+	if got := idsOfEndpoints(route.Routable(st.Endpoints)); fmt.Sprint(got) != "[backup.disco.test:80]" {
 		t.Fatalf("routable %v, want the backup once no primary is left", got)
 	}
 }
@@ -156,4 +157,3 @@ func TestSRVTargetsUseTheAdditionalSectionAndAQueryBound(t *testing.T) {
 		})
 	}
 }
-

@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
-	"io"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -86,13 +86,13 @@ type loader struct {
 	missing bool     // the source's one file does not exist
 	listErr error    // the directory cannot be listed
 	listBad time.Time
-	listRep bool // listErr is reported (past grace): every target is stale
+	listRep bool   // listErr is reported (past grace): every target is stale
 	version uint64 // 0 until the first read; +1 on every change
 	ch      chan struct{}
 }
 
 func newLoader(s *Source) *loader {
-	return &loader{s: s, log: s.opts.log.With(zap.String("path", s.path)), files: map[string]*fileState{},
+	return &loader{s: s, log: s.opts.Log.With(zap.String("path", s.path)), files: map[string]*fileState{},
 		probes: map[string]*probe{}, events: map[string]time.Time{}, ch: make(chan struct{})}
 }
 

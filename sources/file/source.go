@@ -13,67 +13,66 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
 )
 
-// Option configures a Source.
-type Option func(*options)
+// Option configures a Source. A value out of range makes New fail with an
+// error naming the option and what it allows.
+type Option = kit.Option[*options]
 
 type options struct {
-	interval  time.Duration
-	settle    time.Duration
-	maxSettle time.Duration
-	grace     time.Duration
-	maxSize   int64
-	notify    bool
-	parse     parseOptions
-	log       *zap.Logger
+	kit.Common // WithLogger
+	interval   time.Duration
+	settle     time.Duration
+	maxSettle  time.Duration
+	grace      time.Duration
+	maxSize    int64
+	notify     bool
+	parse      parseOptions
 }
 
 // WithInterval sets how often every file is read again whatever the
-// file-system events say (default 10s), for file systems that send no
-// events (NFS, some FUSE and overlay mounts) and events that were lost.
+// file-system events say (more than 0, at most 24h; default 10s), for file
+// systems that send no events (NFS, some FUSE and overlay mounts) and
+// events that were lost.
 func WithInterval(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.interval = d
-		}
-	}
+	return kit.Checked(kit.Positive("WithInterval", d, 24*time.Hour), func(o *options) { o.interval = d })
 }
 
 // WithSettle sets how long a file must be quiet (its size, modification
-// time and identity unchanged, by this process's clock) before it is read
-// (default 10ms): a writer's truncate and writes, or an editor's rename
-// and create, are read as one change, and a file still being written is
-// not read as if it were whole.
+// time and identity unchanged, by this process's clock, or no file-system
+// event on it) before it is read (more than 0, at most 1m; default 10ms):
+// a writer's truncate and writes, or an editor's rename and create, are
+// read as one change, and a file still being written is not read as if it
+// were whole.
 func WithSettle(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.settle = d
-		}
-	}
+	return kit.Checked(kit.Positive("WithSettle", d, time.Minute), func(o *options) { o.settle = d })
 }
 
 // WithMaxSettle bounds how long the source waits for a file that keeps
-// changing to be quiet (default 1s): after that it reads it anyway, and
-// publishes what it read stale ("still being written"), never fresh; it
-// reads it again once the file is quiet.
+// changing to be quiet (more than 0, at most 1h; default 1s): after that it
+// reads it anyway, and publishes what it read stale ("still being
+// written"), never fresh; it reads it again once the file is quiet.
 func WithMaxSettle(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.maxSettle = d
-		}
-	}
+	return kit.Checked(kit.Positive("WithMaxSettle", d, time.Hour), func(o *options) { o.maxSettle = d })
 }
 
-// WithMaxSize bounds the size of a file (default 16 MiB, about 500,000
-// endpoints in the short form): a larger file is an error naming it and the
-// limit, and its targets keep their last good endpoints, stale.
+// WithGrace sets how long a file that was good may be missing or fail to
+// parse before it counts (0 to 1h; default 250ms): until then its last good
+// content stays in force and nothing is reported, so an editor's save (the
+// file briefly gone) or a writer caught between truncate and write (the
+// file briefly empty) changes nothing. After it, a missing file's endpoints
+// are removed and a broken file's targets are marked stale.
+func WithGrace(d time.Duration) Option {
+	return kit.Checked(kit.NonNegative("WithGrace", d, time.Hour), func(o *options) { o.grace = d })
+}
+
+// WithMaxSize bounds the size of a file (1 KiB to 1 GiB; default 16 MiB,
+// about 500,000 endpoints in the short form): a larger file is an error
+// naming it and the limit, and its targets keep their last good endpoints,
+// stale.
 func WithMaxSize(bytes int64) Option {
-	return func(o *options) {
-		if bytes > 0 {
-			o.maxSize = bytes
-		}
-	}
+	return kit.Checked(kit.Between("WithMaxSize", bytes, 1<<10, 1<<30), func(o *options) { o.maxSize = bytes })
 }
 
 // WithDefaultPort sets the port of a Prometheus file_sd target given
@@ -81,35 +80,15 @@ func WithMaxSize(bytes int64) Option {
 // 0: such an endpoint has no port, and a gRPC client dials its host on
 // port 443).
 func WithDefaultPort(port uint16) Option {
-	return func(o *options) { o.parse.defaultPort = port }
-}
-
-// WithGrace sets how long a file that was good may be missing or fail to
-// parse before it counts (default 250ms): until then its last good content
-// stays in force and nothing is reported, so an editor's save (the file
-// briefly gone) or a writer caught between truncate and write (the file
-// briefly empty) changes nothing. After it, a missing file's endpoints are
-// removed and a broken file's targets are marked stale.
-func WithGrace(d time.Duration) Option {
-	return func(o *options) {
-		if d >= 0 {
-			o.grace = d
-		}
-	}
+	return func(o *options) error { o.parse.defaultPort = port; return nil }
 }
 
 // WithoutNotify turns file-system events off: the source only reads every
 // WithInterval. For file systems whose events are wrong or missing.
-func WithoutNotify() Option { return func(o *options) { o.notify = false } }
+func WithoutNotify() Option { return func(o *options) error { o.notify = false; return nil } }
 
-// WithLogger sets the logger (nil: no-op).
-func WithLogger(l *zap.Logger) Option {
-	return func(o *options) {
-		if l != nil {
-			o.log = l
-		}
-	}
-}
+// WithLogger sets the logger (nil: none).
+var WithLogger = kit.WithLogger[*options]
 
 // Source discovers endpoints from files. It implements core.Source; safe
 // for concurrent use. Every target it watches shares one reader of the
@@ -133,10 +112,10 @@ var _ core.Source = (*Source)(nil)
 // are read through their symbolic links). path must exist. New starts
 // nothing.
 func New(path string, opts ...Option) (*Source, error) {
-	o := options{interval: 10 * time.Second, settle: 10 * time.Millisecond, maxSettle: time.Second, grace: 250 * time.Millisecond,
-		maxSize: 16 << 20, notify: true, log: zap.NewNop()}
-	for _, opt := range opts {
-		opt(&o)
+	o := options{Common: kit.Common{Log: zap.NewNop()}, interval: 10 * time.Second, settle: 10 * time.Millisecond,
+		maxSettle: time.Second, grace: 250 * time.Millisecond, maxSize: 16 << 20, notify: true}
+	if err := kit.Apply(&o, opts...); err != nil {
+		return nil, fmt.Errorf("file: %w: %w", err, core.ErrInvalid)
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {

@@ -326,7 +326,11 @@ func childWatch(dir string) {
 		fmt.Println("error:", err)
 		return
 	}
-	hub := core.NewHub(src)
+	hub, err := core.NewHub(src)
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
 	defer hub.Close()
 	tg := core.Target{Name: "greeter"}
 	sub, err := hub.Subscribe("print", core.SinkFunc(func(_ context.Context, u core.Update) error {

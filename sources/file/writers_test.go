@@ -201,7 +201,7 @@ func BenchmarkChangeToPublish(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			hub := core.NewHub(src)
+			hub := coretest.Hub(b, src)
 			defer hub.Close()
 			got := make(chan string, 1024)
 			sub, err := hub.Subscribe("bench", core.SinkFunc(func(_ context.Context, u core.Update) error {
@@ -252,7 +252,7 @@ func BenchmarkLargeFileOneEndpointChange(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	hub := core.NewHub(src)
+	hub := coretest.Hub(b, src)
 	defer hub.Close()
 	got := make(chan string, 1024)
 	sub, err := hub.Subscribe("bench", core.SinkFunc(func(_ context.Context, u core.Update) error {

@@ -3,7 +3,7 @@ module github.com/disco-lb/disco/sources/kubernetes
 go 1.26.0
 
 require (
-	github.com/disco-lb/disco/core v0.2.0
+	github.com/disco-lb/disco/core v0.3.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	go.uber.org/goleak v1.3.0

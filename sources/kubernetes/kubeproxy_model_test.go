@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 )
 
 // kubeProxyRoutable is a reference model of what kube-proxy routes to for
@@ -138,7 +139,7 @@ func (p *modelPub) routed() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []string
-	for _, e := range core.Routable(p.set) {
+	for _, e := range route.Routable(p.set) {
 		out = append(out, e.HostPorts()...)
 	}
 	slices.Sort(out)

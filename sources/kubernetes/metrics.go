@@ -8,6 +8,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 )
 
 // metrics are the source's Prometheus series. Without a registerer they are
@@ -110,7 +111,7 @@ func (m *metrics) published(t core.Target, set core.Set, trigger time.Time) {
 	}
 	for cond, v := range map[string]float64{
 		"all": float64(set.Len()), "ready": ready, "serving": serving, "terminating": terminating,
-		"routable": float64(len(core.Routable(set))),
+		"routable": float64(len(route.Routable(set))),
 	} {
 		m.endpoints.WithLabelValues(t.Namespace, t.Name, t.Port, cond).Set(v)
 	}

@@ -49,8 +49,8 @@ func cmpAddr(e *core.Endpoint, addr string) int { return strings.Compare(e.Addre
 
 // shared pointers for conditions: endpoints never modify them.
 var (
-	trueP  = core.Bool(true)
-	falseP = core.Bool(false)
+	trueP  = new(true)
+	falseP = new(false)
 )
 
 func boolP(b *bool) *bool {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 )
 
 // ep describes one endpoint of a test slice.
@@ -75,8 +76,8 @@ var (
 	v4    = discoveryv1.AddressTypeIPv4
 	v6    = discoveryv1.AddressTypeIPv6
 	grpc  = []discoveryv1.EndpointPort{port("grpc", 50051)}
-	yes   = core.Bool(true)
-	no    = core.Bool(false)
+	yes   = new(true)
+	no    = new(false)
 	intrn = newInterner()
 )
 
@@ -301,7 +302,7 @@ func TestReducerTerminatingFallback(t *testing.T) {
 	draining := ep{uid: "old", addrs: []string{"10.244.1.1"}, ready: no, serving: yes, term: yes}
 	routable := func(s *svc) string {
 		var ids []string
-		for _, e := range core.Routable(s.v.set) {
+		for _, e := range route.Routable(s.v.set) {
 			ids = append(ids, e.ID)
 		}
 		return strings.Join(ids, ",")

@@ -18,51 +18,69 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
 )
 
-// Option configures a Source.
-type Option func(*options)
+// Option configures a Source. A value out of range makes New fail with an
+// error naming the option and what it allows.
+type Option = kit.Option[*options]
 
 type options struct {
+	kit.Common    // WithLogger, WithBackoff
 	namespace     string
-	log           *zap.Logger
 	registerer    prometheus.Registerer
 	selector      string
 	serviceLookup bool
 	recheck       time.Duration
-	backoff       core.Backoff
 }
 
 // WithNamespace sets the namespace of targets that name none. Default: the
 // namespace LoadConfig found (the pod's own in a cluster, the kubeconfig
 // context's outside), else "default".
-func WithNamespace(ns string) Option { return func(o *options) { o.namespace = ns } }
-
-// WithLogger sets the logger (nil: no-op).
-func WithLogger(l *zap.Logger) Option {
-	return func(o *options) {
-		if l != nil {
-			o.log = l
+func WithNamespace(ns string) Option {
+	return func(o *options) error {
+		if ns != "" {
+			if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+				return &kit.OptionError{Option: "WithNamespace", Value: fmt.Sprintf("%q", ns), Want: "a namespace name (" + strings.Join(errs, "; ") + ")"}
+			}
 		}
+		o.namespace = ns
+		return nil
 	}
 }
+
+// WithLogger sets the logger (nil: none).
+var WithLogger = kit.WithLogger[*options]
 
 // WithRegisterer registers the source's Prometheus metrics with r (never the
 // global registry unless you pass it). Series of a service are removed when
 // its last target goes.
-func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { o.registerer = r } }
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(o *options) error { o.registerer = r; return nil }
+}
 
 // WithLabelSelector adds a label selector, ANDed with
 // kubernetes.io/service-name=<service>, to every slice watch (for example to
-// consider only slices managed by one controller).
-func WithLabelSelector(sel string) Option { return func(o *options) { o.selector = sel } }
+// consider only slices managed by one controller). One that does not parse
+// is an error of New.
+func WithLabelSelector(sel string) Option {
+	return func(o *options) error {
+		if _, err := labels.Parse(sel); err != nil {
+			return &kit.OptionError{Option: "WithLabelSelector", Value: fmt.Sprintf("%q", sel), Want: "a label selector (" + err.Error() + ")"}
+		}
+		o.selector = sel
+		return nil
+	}
+}
 
 // WithServiceLookup turns the Service check on (the default) or off. On,
 // the source watches the target's Service itself (list and watch on
@@ -72,24 +90,23 @@ func WithLabelSelector(sel string) Option { return func(o *options) { o.selector
 // later is noticed at once. Without list/watch permission it falls back to
 // get every WithServiceRecheck interval; without get, or with the check
 // off, a service without slices is "empty and synced".
-func WithServiceLookup(on bool) Option { return func(o *options) { o.serviceLookup = on } }
+func WithServiceLookup(on bool) Option {
+	return func(o *options) error { o.serviceLookup = on; return nil }
+}
 
 // WithServiceRecheck sets how often the Service is looked up with get when
-// the source may not list and watch services (default 10s).
+// the source may not list and watch services (more than 0, at most 1h;
+// default 10s).
 func WithServiceRecheck(d time.Duration) Option {
-	return func(o *options) {
-		if d > 0 {
-			o.recheck = d
-		}
-	}
+	return kit.Checked(kit.Positive("WithServiceRecheck", d, time.Hour), func(o *options) { o.recheck = d })
 }
 
 // WithBackoff sets the bounds of the jittered backoff between failed lists
-// and watches (default 800ms to 30s, client-go's). Whatever backoff has
-// built up, the source relists within about half a second of the API
-// server answering its readiness probe again.
+// and watches (0 < min <= max <= 24h; default 800ms to 30s, client-go's).
+// Whatever backoff has built up, the source relists within about half a
+// second of the API server answering its readiness probe again.
 func WithBackoff(min, max time.Duration) Option {
-	return func(o *options) { o.backoff = core.Backoff{Min: min, Max: max} }
+	return kit.WithBackoff[*options]("WithBackoff", min, max)
 }
 
 // LoadConfig finds the API server the way kubectl does: the kubeconfig file
@@ -119,7 +136,7 @@ type Source struct {
 	client   k8s.Interface
 	opts     options
 	metrics  *metrics
-	services *core.Shared[serviceKey, *serviceSlices] // one reflector per watched service
+	services *kit.Shared[serviceKey, *serviceSlices] // one reflector per watched service
 }
 
 var _ core.Source = (*Source)(nil)
@@ -130,6 +147,9 @@ type serviceKey struct{ namespace, name string }
 // asks for protobuf). It starts nothing: watches start when targets are
 // watched. Metrics are registered now if a registerer is given.
 func New(cfg *rest.Config, opts ...Option) (*Source, error) {
+	if cfg == nil {
+		return nil, fmt.Errorf("kubernetes: New needs a config (LoadConfig finds one): %w", core.ErrInvalid)
+	}
 	c := rest.CopyConfig(cfg)
 	c.ContentType = "application/vnd.kubernetes.protobuf"
 	c.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
@@ -146,10 +166,10 @@ func New(cfg *rest.Config, opts ...Option) (*Source, error) {
 // NewForClient returns a source over an existing clientset (tests use the
 // fake one); New is the usual constructor.
 func NewForClient(client k8s.Interface, opts ...Option) (*Source, error) {
-	o := options{log: zap.NewNop(), serviceLookup: true, recheck: 10 * time.Second,
-		backoff: core.Backoff{Min: 800 * time.Millisecond, Max: 30 * time.Second}}
-	for _, opt := range opts {
-		opt(&o)
+	o := options{Common: kit.Common{Log: zap.NewNop(), Backoff: kit.Backoff{Min: 800 * time.Millisecond, Max: 30 * time.Second}},
+		serviceLookup: true, recheck: 10 * time.Second}
+	if err := kit.Apply(&o, opts...); err != nil {
+		return nil, fmt.Errorf("kubernetes: %w: %w", err, core.ErrInvalid)
 	}
 	if o.namespace == "" {
 		o.namespace = "default"
@@ -159,7 +179,7 @@ func NewForClient(client k8s.Interface, opts ...Option) (*Source, error) {
 		return nil, err
 	}
 	src := &Source{client: client, opts: o, metrics: m}
-	src.services = core.NewShared(func(k serviceKey, _ <-chan struct{}) *serviceSlices {
+	src.services = kit.NewShared(func(k serviceKey, _ <-chan struct{}) *serviceSlices {
 		ss := newServiceSlices(src, k)
 		ss.start()
 		return ss
@@ -246,7 +266,7 @@ type targetView struct {
 func newServiceSlices(s *Source, k serviceKey) *serviceSlices {
 	ss := &serviceSlices{
 		src: s, key: k,
-		log:    s.opts.log.With(zap.String("namespace", k.namespace), zap.String("service", k.name)),
+		log:    s.opts.Log.With(zap.String("namespace", k.namespace), zap.String("service", k.name)),
 		done:   make(chan struct{}),
 		in:     newInterner(),
 		slices: map[string]*sliceData{},
@@ -440,7 +460,7 @@ func answered(err error) bool {
 // built up; a server that answered with an error is left alone for the whole
 // backoff. It returns false when ctx ends.
 func (ss *serviceSlices) wait(ctx context.Context, attempt int, err error) bool {
-	deadline := time.Now().Add(ss.src.opts.backoff.Delay(attempt))
+	deadline := time.Now().Add(ss.src.opts.Backoff.Delay(attempt))
 	probe := !answered(err)
 	for {
 		left := time.Until(deadline)

@@ -56,7 +56,7 @@ func watchFake(t *testing.T, client *fake.Clientset, opts ...kubernetes.Option) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &fakeWatch{hub: core.NewHub(src), rec: coretest.NewRecorder()}
+	w := &fakeWatch{hub: coretest.Hub(t, src), rec: coretest.NewRecorder()}
 	t.Cleanup(func() { w.hub.Close() })
 	if w.sub, err = w.hub.Subscribe("test", w.rec, target); err != nil {
 		t.Fatal(err)

@@ -261,9 +261,15 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 	if err != nil {
 		return summary{}, err
 	}
-	hub := core.NewHub(src) // the resolver and the event printer share one watch
+	hub, err := core.NewHub(src) // the resolver and the event printer share one watch
+	if err != nil {
+		return summary{}, err
+	}
 	defer hub.Close()
-	b := grpcresolver.NewKubernetes(hub)
+	b, err := grpcresolver.NewKubernetes(hub)
+	if err != nil {
+		return summary{}, err
+	}
 	defer b.Close()
 	events, err := hub.Subscribe("demo-events",
 		core.SinkFunc(func(_ context.Context, u core.Update) error {

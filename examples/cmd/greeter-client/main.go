@@ -66,12 +66,18 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 	if err != nil {
 		return err
 	}
-	hub := core.NewHub(src) // one per source: every client and pool shares its watches
+	hub, err := core.NewHub(src) // one per source: every client and pool shares its watches
+	if err != nil {
+		return err
+	}
 	defer hub.Close()
 	var cc grpc.ClientConnInterface
 	switch via {
 	case "resolver":
-		b := grpcresolver.NewKubernetes(hub)
+		b, err := grpcresolver.NewKubernetes(hub)
+		if err != nil {
+			return err
+		}
 		defer b.Close()
 		conn, err := grpc.NewClient(target, // the recommended setup: least request, keepalive, retry
 			append(b.DialOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
@@ -85,7 +91,10 @@ func run(target, via, kubeconfig string, calls, conc int) error {
 		if err != nil {
 			return err
 		}
-		pool, ch := connpool.Recommended([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+		pool, ch, err := connpool.Recommended([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())})
+		if err != nil {
+			return err
+		}
 		defer pool.Close()
 		sub, err := hub.Subscribe("pool", pool, t)
 		if err != nil {

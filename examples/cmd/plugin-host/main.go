@@ -49,7 +49,10 @@ func run(log *zap.Logger, sourceBin, sourceArg, sinkBin, target string, calls in
 		return err
 	}
 	defer src.Close()
-	hub := core.NewHub(src)
+	hub, err := core.NewHub(src)
+	if err != nil {
+		return err
+	}
 	defer hub.Close()
 	if sinkBin != "" {
 		sink, err := plugin.NewSink(sinkBin, plugin.WithLogger(log))
@@ -67,7 +70,10 @@ func run(log *zap.Logger, sourceBin, sourceArg, sinkBin, target string, calls in
 		}
 		defer sub.Close()
 	}
-	b := grpcresolver.New("plugin", hub)
+	b, err := grpcresolver.New("plugin", hub)
+	if err != nil {
+		return err
+	}
 	defer b.Close()
 	cc, err := grpc.NewClient("plugin:///"+target, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, b.DialOptions()...)...)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/wire"
 	"github.com/disco-lb/disco/sinks/webhook"
 )
 
@@ -40,14 +42,14 @@ func TestReceiverPrintsDeliveries(t *testing.T) {
 
 	tg := core.Target{Namespace: "demo", Name: "greeter"}
 	set, _ := core.NewSet(&core.Endpoint{Addresses: []string{"10.0.0.1"}, Port: 50051})
-	hub := core.NewHub(core.NewStatic(map[core.Target]core.Set{tg: set}))
+	hub := coretest.Hub(t, coretest.NewStatic(map[core.Target]core.Set{tg: set}))
 	defer hub.Close()
-	s, err := webhook.New("http://"+ln.Addr().String()+"/", webhook.WithSecrets(secret), webhook.WithForm(core.DeltaForm))
+	s, err := webhook.New("http://"+ln.Addr().String()+"/", webhook.WithSecrets(secret), webhook.WithForm(wire.DeltaForm))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	sub, err := s.Subscribe(hub, tg)
+	sub, err := s.Deliver(hub, tg)
 	if err != nil {
 		t.Fatal(err)
 	}

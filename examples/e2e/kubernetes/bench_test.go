@@ -14,6 +14,7 @@ import (
 	k8s "k8s.io/client-go/kubernetes"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
 )
@@ -70,7 +71,7 @@ func BenchmarkPropagation1000(b *testing.B) {
 	// The source, through a core hub, to a sink that signals every state.
 	got := make(chan core.State, 1024)
 	src := newSource(b, cp.AdminConfig())
-	hub := core.NewHub(src)
+	hub := coretest.Hub(b, src)
 	defer hub.Close()
 	sub, err := hub.Subscribe("bench",
 		core.SinkFunc(func(_ context.Context, u core.Update) error { got <- u.State; return nil }),
@@ -154,7 +155,7 @@ func BenchmarkSync10k(b *testing.B) {
 		b.StartTimer()
 		begin := time.Now()
 		src := newSource(b, cp.AdminConfig())
-		hub := core.NewHub(src)
+		hub := coretest.Hub(b, src)
 		_, err := hub.Subscribe("bench",
 			core.SinkFunc(func(_ context.Context, u core.Update) error {
 				if !once && u.State.Endpoints.Len() == 10000 {
@@ -195,7 +196,7 @@ func BenchmarkRecoveryAfterRestart(b *testing.B) {
 		b.Fatal(err)
 	}
 	src := newSource(b, cp.AdminConfig(), kubernetes.WithServiceLookup(false))
-	hub := core.NewHub(src)
+	hub := coretest.Hub(b, src)
 	defer hub.Close()
 	type stamped struct {
 		st core.State

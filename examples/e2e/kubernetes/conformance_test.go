@@ -46,7 +46,7 @@ func (h *kubeHarness) Write(t *testing.T, tg core.Target, bs []coretest.Backend)
 			t.Fatalf("harness writes port 8080 only, got %d", b.Port)
 		}
 		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{b.Address},
-			Conditions: discoveryv1.EndpointConditions{Ready: core.Bool(true)}})
+			Conditions: discoveryv1.EndpointConditions{Ready: new(true)}})
 	}
 	h.env.apply(s)
 }

@@ -172,7 +172,7 @@ func newSource(t testing.TB, cfg *rest.Config, opts ...kubernetes.Option) *kuber
 
 func watchTarget(t *testing.T, src core.Source, target core.Target) *watcher {
 	t.Helper()
-	hub := core.NewHub(src)
+	hub := coretest.Hub(t, src)
 	rec := coretest.NewRecorder()
 	sub, err := hub.Subscribe("recorder", rec, target)
 	if err != nil {

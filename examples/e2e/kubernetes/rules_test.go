@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
 )
@@ -21,7 +22,7 @@ import (
 
 func routable(s core.Set) string {
 	var out []string
-	for _, e := range core.Routable(s) {
+	for _, e := range route.Routable(s) {
 		out = append(out, strings.Join(e.HostPorts(), "+"))
 	}
 	return strings.Join(out, " ")
@@ -88,9 +89,9 @@ func TestAddressInTwoSlicesFollowsKubeProxy(t *testing.T) {
 	cp := kubetest.New(t)
 	e := newEnv(t, cp, "two-slices")
 	e.service("greeter")
-	p := pod{name: "p-0", uid: "p-uid-0", ip: "10.244.1.1", ready: core.Bool(false)}
+	p := pod{name: "p-0", uid: "p-uid-0", ip: "10.244.1.1", ready: new(false)}
 	draining := p
-	draining.serving, draining.terminating = core.Bool(true), core.Bool(true)
+	draining.serving, draining.terminating = new(true), new(true)
 	e.apply(slice("greeter", "greeter-a", v4, grpcPort, p))
 	e.apply(slice("greeter", "greeter-b", v4, grpcPort, draining))
 	ctx := ctxFor(t, time.Minute)
@@ -118,8 +119,8 @@ func TestIPReuseRoutesNothing(t *testing.T) {
 	cp := kubetest.New(t)
 	e := newEnv(t, cp, "ip-reuse")
 	e.service("greeter")
-	old := pod{name: "greeter-old", uid: "uid-old", ip: "10.244.1.1", ready: core.Bool(false), serving: core.Bool(true), terminating: core.Bool(true)}
-	neu := pod{name: "greeter-new", uid: "uid-new", ip: "10.244.1.1", ready: core.Bool(false)}
+	old := pod{name: "greeter-old", uid: "uid-old", ip: "10.244.1.1", ready: new(false), serving: new(true), terminating: new(true)}
+	neu := pod{name: "greeter-new", uid: "uid-new", ip: "10.244.1.1", ready: new(false)}
 	e.apply(slice("greeter", "greeter-a", v4, grpcPort, old))
 	ctx := ctxFor(t, time.Minute)
 	w := watchTarget(t, newSource(t, cp.AdminConfig()), core.Target{Namespace: e.ns, Name: "greeter", Port: "grpc"})
@@ -132,7 +133,7 @@ func TestIPReuseRoutesNothing(t *testing.T) {
 	if got := routable(st.Endpoints); got != "" || st.Endpoints.Len() != 1 {
 		t.Fatalf("routed to %q with %s; kube-proxy routes nothing", got, describe(st.Endpoints))
 	}
-	neu.ready = core.Bool(true)
+	neu.ready = new(true)
 	e.apply(slice("greeter", "greeter-b", v4, grpcPort, neu))
 	st = w.waitState(ctx, "the new pod ready", func(s core.State) bool { return routable(s.Endpoints) != "" })
 	if ep, _ := st.Endpoints.Get("uid-new"); ep == nil || ep.Name != "greeter-new" {

@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/route"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
 )
@@ -162,13 +164,13 @@ func TestSourceAgainstRealAPIServer(t *testing.T) {
 		e := newEnv(t, cp, "terminating")
 		e.service("greeter")
 		oldPod, newPod := pods("old", 1, 0)[0], pods("new", 1, 1)[0]
-		oldPod.ready, oldPod.serving, oldPod.terminating = core.Bool(false), core.Bool(true), core.Bool(true)
+		oldPod.ready, oldPod.serving, oldPod.terminating = new(false), new(true), new(true)
 		e.apply(slice("greeter", "greeter-a", v4, grpcPort, oldPod, newPod))
 		ctx := ctxFor(t, time.Minute)
 		w := watchTarget(t, newSource(t, cp.AdminConfig()), core.Target{Namespace: "terminating", Name: "greeter", Port: "grpc"})
 		routable := func(s core.State) string {
 			var ids []string
-			for _, ep := range core.Routable(s.Endpoints) {
+			for _, ep := range route.Routable(s.Endpoints) {
 				ids = append(ids, ep.Name)
 			}
 			return strings.Join(ids, ",")
@@ -180,9 +182,9 @@ func TestSourceAgainstRealAPIServer(t *testing.T) {
 		if ep, _ := st.Endpoints.Get(oldPod.uid); !ep.Conditions.IsTerminating() || ep.Conditions.IsReady() || !ep.Conditions.IsServing() {
 			t.Fatalf("conditions of the draining pod: %+v", ep.Conditions)
 		}
-		newPod.ready = core.Bool(false)
+		newPod.ready = new(false)
 		e.apply(slice("greeter", "greeter-a", v4, grpcPort, oldPod, newPod))
-		st = w.waitState(ctx, "none ready", func(s core.State) bool { return len(core.Routable(s.Endpoints)) != 1 || routable(s) == "old-0" })
+		st = w.waitState(ctx, "none ready", func(s core.State) bool { return len(route.Routable(s.Endpoints)) != 1 || routable(s) == "old-0" })
 		if got := routable(st); got != "old-0" {
 			t.Fatalf("routable = %q, want the serving-terminating one", got)
 		}
@@ -233,7 +235,7 @@ func TestSourceAgainstRealAPIServer(t *testing.T) {
 		ctx := ctxFor(t, time.Minute)
 		reg := prometheus.NewRegistry()
 		src := newSource(t, cp.AdminConfig(), kubernetes.WithRegisterer(reg))
-		hub := core.NewHub(src)
+		hub := coretest.Hub(t, src)
 		defer hub.Close()
 		var subs []*core.Subscription
 		for _, port := range []string{"grpc", "50051"} {

@@ -95,7 +95,7 @@ type Server struct {
 	addr   string
 
 	mu     sync.Mutex
-	hosts  map[string][]string // name (FQDN, lower case) → addresses
+	hosts  map[string][]string   // name (FQDN, lower case) → addresses
 	recs   map[string]HostRecord // name (FQDN) → host record with its own TTL
 	cnames map[string]CNAME      // alias (FQDN) → its target
 	srvs   map[string][]SRV      // name (FQDN) → records

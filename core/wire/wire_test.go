@@ -1,4 +1,4 @@
-package core_test
+package wire_test
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
+	"github.com/disco-lb/disco/core/wire"
 )
 
 // schemaExample returns the JSON block after <!-- example:name --> in SCHEMA.md.
@@ -48,7 +49,7 @@ func TestSchemaExamples(t *testing.T) {
 	b := &core.Endpoint{ID: "9e8d7c6b-5a49-4382-b1a0-f9e8d7c6b5a4", Name: "greeter-7d9f8-fghij",
 		Addresses: []string{"10.244.0.13"}, Port: 50051, Node: "node-b", Zone: "zone-b"}
 	bDraining := *b
-	bDraining.Conditions = core.Conditions{Ready: core.Bool(false), Serving: core.Bool(true), Terminating: core.Bool(true)}
+	bDraining.Conditions = core.Conditions{Ready: new(false), Serving: new(true), Terminating: new(true)}
 	v6 := coretest.Set(t, a, b)
 	v7 := coretest.Set(t, a, &bDraining)
 	since := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
@@ -59,28 +60,25 @@ func TestSchemaExamples(t *testing.T) {
 			Kind:   core.KindUnavailable}},
 		Delta: core.Diff(v6, v7),
 	}
-	if got, want := indent(t, full), schemaExample(t, "full"); got != want {
-		t.Fatalf("json.Marshal(update) =\n%s\nSCHEMA.md says\n%s", got, want)
-	}
-	if got := indent(t, full.Wire(core.FullForm)); got != schemaExample(t, "full") {
-		t.Fatalf("full wire form differs from json.Marshal(update):\n%s", got)
+	if got, want := indent(t, wire.From(full, wire.FullForm)), schemaExample(t, "full"); got != want {
+		t.Fatalf("the full form =\n%s\nSCHEMA.md says\n%s", got, want)
 	}
 	v8 := coretest.Set(t, a)
 	delta := core.Update{Target: target, Epoch: full.Epoch, Seq: 8, BaseSeq: 7,
 		State: core.State{Endpoints: v8, Synced: true}, Delta: core.Diff(v7, v8)}
-	if got, want := indent(t, delta.Wire(core.DeltaForm)), schemaExample(t, "delta"); got != want {
+	if got, want := indent(t, wire.From(delta, wire.DeltaForm)), schemaExample(t, "delta"); got != want {
 		t.Fatalf("delta form =\n%s\nSCHEMA.md says\n%s", got, want)
 	}
 
 	// A receiver that held seq 6 rebuilds both updates exactly.
-	r := core.NewReplica()
+	r := wire.NewReplica()
 	r.Commit(core.Update{Target: target, Epoch: full.Epoch, Seq: 6, State: core.State{Endpoints: v6, Synced: true}})
 	for _, doc := range []string{schemaExample(t, "full"), schemaExample(t, "delta")} {
-		w, err := core.DecodeWire([]byte(doc))
+		w, err := wire.Decode([]byte(doc))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Apply(w); err != nil {
+		if _, err := next(r, w); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -115,15 +113,15 @@ func TestDeltaFormIsProportionalToTheChange(t *testing.T) {
 	}
 	big := coretest.Set(t, eps...)
 	e := *big.At(5000)
-	e.Conditions.Ready = core.Bool(false)
+	e.Conditions.Ready = new(false)
 	next, err := big.With(&e)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := core.Update{Target: svc, Epoch: "5f0c2a9e71d3b846", Seq: 2, BaseSeq: 1,
 		State: core.State{Endpoints: next, Synced: true}, Delta: core.Diff(big, next)}
-	d, _ := json.Marshal(u.Wire(core.DeltaForm))
-	f, _ := json.Marshal(u.Wire(core.FullForm))
+	d, _ := json.Marshal(wire.From(u, wire.DeltaForm))
+	f, _ := json.Marshal(wire.From(u, wire.FullForm))
 	t.Logf("one-endpoint change of 10,000: delta form %d bytes, full form %d bytes", len(d), len(f))
 	if len(d) > 400 || len(f) < 100*len(d) {
 		t.Fatalf("delta form %d bytes, full %d: the delta form must carry only the change", len(d), len(f))
@@ -139,7 +137,7 @@ func TestReplica(t *testing.T) {
 			State: core.State{Endpoints: next, Synced: true}, Delta: core.Diff(prev, next)}
 	}
 	type step struct {
-		w       core.WireUpdate
+		w       wire.Message
 		wantErr error // nil: applied
 		want    core.Set
 	}
@@ -148,48 +146,48 @@ func TestReplica(t *testing.T) {
 		steps []step
 	}{
 		{name: "deltas chain", steps: []step{
-			{w: upd("e1", 1, 0, core.Set{}, s1).Wire(core.DeltaForm), want: s1},
-			{w: upd("e1", 3, 1, s1, s2).Wire(core.DeltaForm), want: s2},
-			{w: upd("e1", 4, 3, s2, s3).Wire(core.DeltaForm), want: s3},
+			{w: wire.From(upd("e1", 1, 0, core.Set{}, s1), wire.DeltaForm), want: s1},
+			{w: wire.From(upd("e1", 3, 1, s1, s2), wire.DeltaForm), want: s2},
+			{w: wire.From(upd("e1", 4, 3, s2, s3), wire.DeltaForm), want: s3},
 		}},
 		{name: "a retry or a late update is a duplicate", steps: []step{
-			{w: upd("e1", 2, 0, core.Set{}, s1).Wire(core.FullForm), want: s1},
-			{w: upd("e1", 2, 0, core.Set{}, s1).Wire(core.FullForm), wantErr: core.ErrDuplicate, want: s1},
-			{w: upd("e1", 1, 0, core.Set{}, s3).Wire(core.FullForm), wantErr: core.ErrDuplicate, want: s1},
+			{w: wire.From(upd("e1", 2, 0, core.Set{}, s1), wire.FullForm), want: s1},
+			{w: wire.From(upd("e1", 2, 0, core.Set{}, s1), wire.FullForm), wantErr: wire.ErrDuplicate, want: s1},
+			{w: wire.From(upd("e1", 1, 0, core.Set{}, s3), wire.FullForm), wantErr: wire.ErrDuplicate, want: s1},
 		}},
 		{name: "a delta from another base asks for a resync", steps: []step{
-			{w: upd("e1", 1, 0, core.Set{}, s1).Wire(core.DeltaForm), want: s1},
-			{w: upd("e1", 5, 4, s2, s3).Wire(core.DeltaForm), wantErr: core.ErrResync, want: s1},
-			{w: upd("e1", 6, 0, core.Set{}, s3).Wire(core.DeltaForm), want: s3}, // the resync
+			{w: wire.From(upd("e1", 1, 0, core.Set{}, s1), wire.DeltaForm), want: s1},
+			{w: wire.From(upd("e1", 5, 4, s2, s3), wire.DeltaForm), wantErr: core.ErrResync, want: s1},
+			{w: wire.From(upd("e1", 6, 0, core.Set{}, s3), wire.DeltaForm), want: s3}, // the resync
 		}},
 		{name: "a new epoch: a delta needs a resync, a full state replaces", steps: []step{
-			{w: upd("e1", 9, 0, core.Set{}, s1).Wire(core.FullForm), want: s1},
-			{w: upd("e2", 2, 1, s1, s2).Wire(core.DeltaForm), wantErr: core.ErrResync, want: s1},
-			{w: upd("e2", 1, 0, core.Set{}, s3).Wire(core.FullForm), want: s3},
+			{w: wire.From(upd("e1", 9, 0, core.Set{}, s1), wire.FullForm), want: s1},
+			{w: wire.From(upd("e2", 2, 1, s1, s2), wire.DeltaForm), wantErr: core.ErrResync, want: s1},
+			{w: wire.From(upd("e2", 1, 0, core.Set{}, s3), wire.FullForm), want: s3},
 		}},
 		{name: "nothing held: a delta needs a resync", steps: []step{
-			{w: upd("e1", 2, 1, s1, s2).Wire(core.DeltaForm), wantErr: core.ErrResync},
+			{w: wire.From(upd("e1", 2, 1, s1, s2), wire.DeltaForm), wantErr: core.ErrResync},
 		}},
 		{name: "a delta that does not land on count", steps: []step{
-			{w: upd("e1", 1, 0, core.Set{}, s1).Wire(core.DeltaForm), want: s1},
-			{w: func() core.WireUpdate { w := upd("e1", 2, 1, s1, s2).Wire(core.DeltaForm); w.Count = 7; return w }(),
+			{w: wire.From(upd("e1", 1, 0, core.Set{}, s1), wire.DeltaForm), want: s1},
+			{w: func() wire.Message { w := wire.From(upd("e1", 2, 1, s1, s2), wire.DeltaForm); w.Count = 7; return w }(),
 				wantErr: core.ErrResync, want: s1},
 		}},
 		{name: "a delta removing what is not held", steps: []step{
-			{w: upd("e1", 1, 0, core.Set{}, s3).Wire(core.DeltaForm), want: s3},
-			{w: upd("e1", 2, 1, s1, s3).Wire(core.DeltaForm), wantErr: core.ErrResync, want: s3},
+			{w: wire.From(upd("e1", 1, 0, core.Set{}, s3), wire.DeltaForm), want: s3},
+			{w: wire.From(upd("e1", 2, 1, s1, s3), wire.DeltaForm), wantErr: core.ErrResync, want: s3},
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := core.NewReplica()
+			r := wire.NewReplica()
 			for i, s := range tt.steps {
 				// Through JSON, as a webhook receiver gets it.
 				b, err := json.Marshal(s.w)
 				if err != nil {
 					t.Fatal(err)
 				}
-				w, err := core.DecodeWire(b)
+				w, err := wire.Decode(b)
 				if err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}
@@ -222,13 +220,13 @@ func TestReplica(t *testing.T) {
 
 func TestDecodeWireErrors(t *testing.T) {
 	good := `{"schema":"disco.update.v1","target":{"name":"greeter"},"epoch":"e","seq":2,"baseSeq":1,"synced":true,"count":1,"added":[{"id":"a","addresses":["10.0.0.1"]}]}`
-	if _, err := core.DecodeWire([]byte(good)); err != nil {
+	if _, err := wire.Decode([]byte(good)); err != nil {
 		t.Fatalf("good update refused: %v", err)
 	}
-	if _, err := core.DecodeWire([]byte(strings.Replace(good, `"disco.update.v1"`, `"disco.update.v1.3"`, 1))); err != nil {
+	if _, err := wire.Decode([]byte(strings.Replace(good, `"disco.update.v1"`, `"disco.update.v1.3"`, 1))); err != nil {
 		t.Fatalf("a later v1 minor refused: %v", err)
 	}
-	if _, err := core.DecodeWire([]byte(strings.Replace(good, `"synced":true`, `"synced":true,"future":{"x":1}`, 1))); err != nil {
+	if _, err := wire.Decode([]byte(strings.Replace(good, `"synced":true`, `"synced":true,"future":{"x":1}`, 1))); err != nil {
 		t.Fatalf("an unknown field refused: %v", err)
 	}
 	tests := []struct{ name, in, want string }{
@@ -250,7 +248,7 @@ func TestDecodeWireErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := core.DecodeWire([]byte(tt.in))
+			_, err := wire.Decode([]byte(tt.in))
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("refused: %v", err)
@@ -272,7 +270,7 @@ func FuzzDecodeWire(f *testing.F) {
 	f.Add([]byte(`{"schema":"disco.update.v1","target":{"name":"g"},"epoch":"e","seq":1,"synced":true,"count":0,"endpoints":[]}`))
 	f.Add([]byte(`{"schema":"disco.update.v1","target":{"name":"g"},"epoch":"e","seq":3,"synced":false,"stale":{"since":"2026-01-01T00:00:00Z","reason":"x","kind":"not_found"},"count":0}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		w, err := core.DecodeWire(data)
+		w, err := wire.Decode(data)
 		if err != nil {
 			if !errors.Is(err, core.ErrInvalid) {
 				t.Fatalf("error %v does not wrap ErrInvalid", err)
@@ -283,14 +281,14 @@ func FuzzDecodeWire(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := core.DecodeWire(b)
+		back, err := wire.Decode(b)
 		if err != nil {
 			t.Fatalf("re-encoded update refused: %v\n%s", err, b)
 		}
 		if b2, _ := json.Marshal(back); !bytes.Equal(b, b2) {
 			t.Fatalf("not stable:\n%s\n%s", b, b2)
 		}
-		if _, err := core.NewReplica().Apply(w); err != nil && !errors.Is(err, core.ErrResync) && !errors.Is(err, core.ErrInvalid) {
+		if _, err := next(wire.NewReplica(), w); err != nil && !errors.Is(err, core.ErrResync) && !errors.Is(err, core.ErrInvalid) {
 			t.Fatalf("Replica.Apply = %v", err)
 		}
 	})
@@ -304,23 +302,23 @@ func FuzzWireRoundTrip(f *testing.F) {
 	f.Add([]byte{0, 1, 3, 0, 2, 1, 3, 0, 0, 1, 3, 0, 1, 5, 3, 1}, uint8(0b101))
 	f.Fuzz(func(t *testing.T, data []byte, fullMask uint8) {
 		synctest.Test(t, func(t *testing.T) {
-			r := core.NewReplica()
+			r := wire.NewReplica()
 			calls := 0
 			var failed error
 			sink := core.SinkFunc(func(ctx context.Context, u core.Update) error {
 				calls++
-				form := core.DeltaForm
+				form := wire.DeltaForm
 				if fullMask>>(calls%8)&1 == 1 {
-					form = core.FullForm
+					form = wire.FullForm
 				}
-				b, err := json.Marshal(u.Wire(form))
+				b, err := json.Marshal(wire.From(u, form))
 				if err != nil {
 					return err
 				}
-				w, err := core.DecodeWire(b)
+				w, err := wire.Decode(b)
 				if err == nil {
 					var got core.Update
-					if got, err = r.Apply(w); err == nil && !got.State.Endpoints.Equal(u.State.Endpoints) {
+					if got, err = next(r, w); err == nil && !got.State.Endpoints.Equal(u.State.Endpoints) {
 						err = fmt.Errorf("replica state differs at seq %d", u.Seq)
 					}
 				}
@@ -329,16 +327,16 @@ func FuzzWireRoundTrip(f *testing.F) {
 				}
 				return err
 			})
-			seq := states(t, data)
+			seq := coretest.States(t, data)
 			src := coretest.NewScript()
-			h := core.NewHub(src)
+			h := coretest.Hub(t, src)
 			defer h.Close()
 			rec := coretest.NewRecorder()
 			sub, err := h.Subscribe("wire", core.SinkFunc(func(ctx context.Context, u core.Update) error {
 				if err := sink(ctx, u); err != nil {
 					return core.Permanent(err)
 				}
-				return rec.Update(ctx, u)
+				return rec.Accept(ctx, u)
 			}), svc)
 			if err != nil {
 				t.Fatal(err)
@@ -360,37 +358,37 @@ func FuzzWireRoundTrip(f *testing.F) {
 	})
 }
 
-// Deliver: the sink gets the update and the replica records it; a sink's
+// Receive: the sink gets the update and the replica records it; a sink's
 // error is a *SinkError and records nothing; a sink that lost its state
 // makes the replica forget the target; a repeat is ErrDuplicate, a delta
 // from a state not held ErrResync, neither reaching the sink.
-func TestReplicaDeliver(t *testing.T) {
+func TestReplicaReceive(t *testing.T) {
 	s1 := coretest.Set(t, ep("a", "1"))
 	s2 := coretest.Set(t, ep("a", "1"), ep("b", "2"))
 	full := core.Update{Target: svc, Epoch: "e", Seq: 1, State: core.State{Endpoints: s1, Synced: true}, Delta: core.Diff(core.Set{}, s1)}
 	delta := core.Update{Target: svc, Epoch: "e", Seq: 2, BaseSeq: 1, State: core.State{Endpoints: s2, Synced: true}, Delta: core.Diff(s1, s2)}
-	r := core.NewReplica()
+	r := wire.NewReplica()
 	rec := coretest.NewRecorder()
-	if err := r.Deliver(context.Background(), full.Wire(core.FullForm), rec); err != nil {
+	if err := r.Receive(context.Background(), wire.From(full, wire.FullForm), rec); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, seq, ok := r.State(svc); !ok || seq != 1 || len(rec.Updates()) != 1 {
 		t.Fatalf("after delivery: held seq %d (%v), %d updates", seq, ok, len(rec.Updates()))
 	}
-	if err := r.Deliver(context.Background(), full.Wire(core.FullForm), rec); !errors.Is(err, core.ErrDuplicate) || rec.Calls() != 1 {
+	if err := r.Receive(context.Background(), wire.From(full, wire.FullForm), rec); !errors.Is(err, wire.ErrDuplicate) || rec.Calls() != 1 {
 		t.Fatalf("repeat: %v, %d calls", err, rec.Calls())
 	}
 	boom := errors.New("boom")
 	rec.FailWith(boom)
-	var se *core.SinkError
-	if err := r.Deliver(context.Background(), delta.Wire(core.DeltaForm), rec); !errors.As(err, &se) || !errors.Is(err, boom) {
+	var se *wire.SinkError
+	if err := r.Receive(context.Background(), wire.From(delta, wire.DeltaForm), rec); !errors.As(err, &se) || !errors.Is(err, boom) {
 		t.Fatalf("failing sink: %v", err)
 	}
 	if _, _, seq, _ := r.State(svc); seq != 1 {
 		t.Fatalf("a refused update was recorded: held seq %d", seq)
 	}
 	rec.FailWith(fmt.Errorf("lost it: %w", core.ErrResync))
-	if err := r.Deliver(context.Background(), delta.Wire(core.DeltaForm), rec); !errors.As(err, &se) || !errors.Is(err, core.ErrResync) {
+	if err := r.Receive(context.Background(), wire.From(delta, wire.DeltaForm), rec); !errors.As(err, &se) || !errors.Is(err, core.ErrResync) {
 		t.Fatalf("sink that lost its state: %v", err)
 	}
 	if _, _, _, ok := r.State(svc); ok {
@@ -398,7 +396,30 @@ func TestReplicaDeliver(t *testing.T) {
 	}
 	rec.FailWith(nil)
 	calls := rec.Calls()
-	if err := r.Deliver(context.Background(), delta.Wire(core.DeltaForm), rec); !errors.Is(err, core.ErrResync) || errors.As(err, &se) || rec.Calls() != calls {
+	if err := r.Receive(context.Background(), wire.From(delta, wire.DeltaForm), rec); !errors.Is(err, core.ErrResync) || errors.As(err, &se) || rec.Calls() != calls {
 		t.Fatalf("delta from a state not held: %v (sink called %d times more)", err, rec.Calls()-calls)
 	}
+}
+
+// next is Replica.Next followed by Commit.
+func next(r *wire.Replica, w wire.Message) (core.Update, error) {
+	u, err := r.Next(w)
+	if err == nil {
+		r.Commit(u)
+	}
+	return u, err
+}
+
+func ids(s core.Set) []string {
+	var out []string
+	for e := range s.All() {
+		out = append(out, e.ID)
+	}
+	return out
+}
+
+var svc = core.Target{Namespace: "demo", Name: "greeter", Port: "grpc"}
+
+func ep(id string, addrs ...string) *core.Endpoint {
+	return &core.Endpoint{ID: id, Addresses: addrs, Port: 8080}
 }

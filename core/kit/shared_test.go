@@ -1,4 +1,4 @@
-package core_test
+package kit_test
 
 import (
 	"context"
@@ -8,13 +8,13 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/kit"
 )
 
 func TestSharedCountsUsersAndLingers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var started, stopped atomic.Int32
-		s := core.NewShared(func(k string, _ <-chan struct{}) string { started.Add(1); return "v-" + k },
+		s := kit.NewShared(func(k string, _ <-chan struct{}) string { started.Add(1); return "v-" + k },
 			func(k, v string) { stopped.Add(1) }, time.Minute)
 		var wg sync.WaitGroup
 		for range 10 {
@@ -62,7 +62,7 @@ func TestSharedCountsUsersAndLingers(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	b := core.Backoff{Min: time.Second, Max: 10 * time.Second}
+	b := kit.Backoff{Min: time.Second, Max: 10 * time.Second}
 	for attempt, step := range []time.Duration{1, 2, 4, 8, 10, 10, 10} {
 		step *= time.Second
 		for range 100 {
@@ -71,21 +71,21 @@ func TestBackoff(t *testing.T) {
 			}
 		}
 	}
-	if d := (core.Backoff{}).Delay(0); d < 50*time.Millisecond || d > 100*time.Millisecond {
+	if d := (kit.Backoff{}).Delay(0); d < 50*time.Millisecond || d > 100*time.Millisecond {
 		t.Fatalf("zero Backoff: %v, want the default 100ms step", d)
 	}
-	if d := (core.Backoff{}).Delay(1000); d > 30*time.Second {
+	if d := (kit.Backoff{}).Delay(1000); d > 30*time.Second {
 		t.Fatalf("default cap: %v", d)
 	}
 }
 
 func TestSleep(t *testing.T) {
-	if !core.Sleep(context.Background(), time.Millisecond) {
+	if !kit.Sleep(context.Background(), time.Millisecond) {
 		t.Fatal("Sleep of 1ms did not report the delay passed")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if core.Sleep(ctx, time.Hour) {
+	if kit.Sleep(ctx, time.Hour) {
 		t.Fatal("Sleep with an ended context reported the delay passed")
 	}
 }

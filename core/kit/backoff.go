@@ -1,4 +1,4 @@
-package core
+package kit
 
 import (
 	"context"
@@ -8,8 +8,7 @@ import (
 
 // Backoff is the jittered exponential backoff every disco module uses
 // between retries: core (a failing sink, a source's Watch restarted), the
-// connection pool (a failed build), plugins (a crashed plugin restarted) and
-// webhooks (a failed delivery).
+// connection pool (a failed build), plugins (a crashed plugin restarted).
 type Backoff struct {
 	// Min is the first step (default 100ms), Max the cap (default 30s).
 	Min, Max time.Duration

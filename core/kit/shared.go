@@ -1,15 +1,19 @@
-package core
+package kit
 
 import (
+	"errors"
 	"sync"
 	"time"
 )
 
+// ErrClosed is returned by Acquire after Close.
+var ErrClosed = errors.New("kit: shared values closed")
+
 // Shared keeps one value per key for as many users as want it, reference
 // counted: the first Acquire of a key starts its value, later ones share
 // it, and the last Release stops it, at once or after a linger period (a
-// user that comes back within it finds the value still running). The Hub
-// shares one Watch per target this way, and the Kubernetes source one
+// user that comes back within it finds the value still running). core's
+// Hub shares one Watch per target this way, and the Kubernetes source one
 // EndpointSlice reflector per service.
 //
 // start runs under Shared's lock (it must not block or call back into

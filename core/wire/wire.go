@@ -1,4 +1,8 @@
-package core
+// Package wire is core's update as it crosses a process boundary: the
+// schema webhooks (JSON) and plugins (protobuf, field for field) share, and
+// the Replica that rebuilds, on the receiving side, the updates an
+// in-process sink would have got. See SCHEMA.md.
+package wire
 
 import (
 	"context"
@@ -7,62 +11,69 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+
+	"github.com/disco-lb/disco/core"
 )
 
-// WireSchema names the wire form of an Update that webhooks (JSON) and
+// ErrDuplicate is wrapped by Replica.Next for a message that is not newer
+// than the update it holds (a retried or late delivery): acknowledge it and
+// apply nothing.
+var ErrDuplicate = errors.New("wire: update already applied")
+
+// Schema names the wire form of a core.Update that webhooks (JSON) and
 // plugins (protobuf, field for field) share. Additive changes (new optional
 // fields) keep the name; receivers ignore fields they do not know. A change
 // that breaks receivers would be "disco.update.v2". See SCHEMA.md.
-const WireSchema = "disco.update.v1"
+const Schema = "disco.update.v1"
 
-// WireForm selects how much of the state a WireUpdate carries.
-type WireForm int
+// Form selects how much of the state a Message carries.
+type Form int
 
 const (
 	// FullForm carries the complete set of endpoints, and the delta since
 	// BaseSeq as well: a receiver can replace what it holds, whatever it
 	// missed.
-	FullForm WireForm = iota
+	FullForm Form = iota
 	// DeltaForm carries only what changed since BaseSeq: O(changed) bytes,
 	// whatever the size of the target. A receiver applies it to the state of
 	// BaseSeq; one that does not hold that state asks for a resync.
 	DeltaForm
 )
 
-// WireUpdate is an Update as it crosses a process boundary: plain fields,
-// the delta as new versions of added and changed endpoints and IDs of removed
-// ones, and the complete set only in the full form. Build one with
-// Update.Wire, decode one with DecodeWire, and turn a stream of them back
-// into Updates with a Replica.
-type WireUpdate struct {
-	// Schema is WireSchema.
+// Message is a core.Update as it crosses a process boundary: plain fields,
+// the delta as new versions of added and changed endpoints and IDs of
+// removed ones, and the complete set only in the full form. Build one with
+// From, decode one with Decode, and turn a stream of them back into
+// core.Updates with a Replica.
+type Message struct {
+	// Schema is Schema.
 	Schema string `json:"schema"`
-	// Target, Epoch, Seq and BaseSeq are the Update's (see Update).
-	Target  Target `json:"target"`
-	Epoch   string `json:"epoch"`
-	Seq     uint64 `json:"seq"`
-	BaseSeq uint64 `json:"baseSeq,omitempty"`
+	// Target, Epoch, Seq and BaseSeq are the Update's (see core.Update).
+	Target  core.Target `json:"target"`
+	Epoch   string      `json:"epoch"`
+	Seq     uint64      `json:"seq"`
+	BaseSeq uint64      `json:"baseSeq,omitempty"`
 	// Synced, Stale and Ended are the State's; Stale is absent when fresh.
-	Synced bool       `json:"synced"`
-	Stale  *Staleness `json:"stale,omitempty"`
-	Ended  bool       `json:"ended,omitempty"`
+	Synced bool            `json:"synced"`
+	Stale  *core.Staleness `json:"stale,omitempty"`
+	Ended  bool            `json:"ended,omitempty"`
 	// Count is the number of endpoints of the complete state, so that a
 	// receiver applying a delta can check it ends where the sender is.
 	Count int `json:"count"`
 	// Endpoints is the complete set (full form only; nil in the delta form,
 	// an empty array for an empty full state).
-	Endpoints *Set `json:"endpoints,omitempty"`
+	Endpoints *core.Set `json:"endpoints,omitempty"`
 	// Added and Changed hold the new versions of endpoints added and changed
 	// since BaseSeq; Removed the IDs of endpoints removed. Each in ID order.
-	Added   []*Endpoint `json:"added,omitempty"`
-	Changed []*Endpoint `json:"changed,omitempty"`
-	Removed []string    `json:"removed,omitempty"`
+	Added   []*core.Endpoint `json:"added,omitempty"`
+	Changed []*core.Endpoint `json:"changed,omitempty"`
+	Removed []string         `json:"removed,omitempty"`
 }
 
-// Wire returns u in the wire form. Endpoints are shared, not copied.
-func (u Update) Wire(form WireForm) WireUpdate {
-	w := WireUpdate{
-		Schema: WireSchema, Target: u.Target, Epoch: u.Epoch, Seq: u.Seq, BaseSeq: u.BaseSeq,
+// From returns u in the wire form. Endpoints are shared, not copied.
+func From(u core.Update, form Form) Message {
+	w := Message{
+		Schema: Schema, Target: u.Target, Epoch: u.Epoch, Seq: u.Seq, BaseSeq: u.BaseSeq,
 		Synced: u.State.Synced, Ended: u.State.Ended, Count: u.State.Endpoints.Len(),
 		Added: u.Added,
 	}
@@ -75,7 +86,7 @@ func (u Update) Wire(form WireForm) WireUpdate {
 		w.Endpoints = &set
 	}
 	if len(u.Changed) > 0 {
-		w.Changed = make([]*Endpoint, len(u.Changed))
+		w.Changed = make([]*core.Endpoint, len(u.Changed))
 		for i, c := range u.Changed {
 			w.Changed[i] = c.New
 		}
@@ -89,33 +100,30 @@ func (u Update) Wire(form WireForm) WireUpdate {
 	return w
 }
 
-// MarshalJSON encodes u in the full wire form.
-func (u Update) MarshalJSON() ([]byte, error) { return json.Marshal(u.Wire(FullForm)) }
-
-// DecodeWire decodes and validates a JSON WireUpdate. Errors wrap ErrInvalid
+// Decode decodes and validates a JSON Message. Errors wrap core.ErrInvalid
 // and say what is wrong: not JSON, another schema, no target name, an
 // invalid or duplicate endpoint.
-func DecodeWire(data []byte) (WireUpdate, error) {
-	var w WireUpdate
+func Decode(data []byte) (Message, error) {
+	var w Message
 	if err := json.Unmarshal(data, &w); err != nil {
-		return WireUpdate{}, fmt.Errorf("core: decode update: %w: %w", err, ErrInvalid)
+		return Message{}, fmt.Errorf("wire: decode update: %w: %w", err, core.ErrInvalid)
 	}
 	if err := w.Validate(); err != nil {
-		return WireUpdate{}, err
+		return Message{}, err
 	}
 	return w, nil
 }
 
 // Validate checks what a receiver relies on: the schema, a target name, an
 // epoch, valid endpoints without duplicate IDs in the delta, and a Count that
-// matches the full set. Errors wrap ErrInvalid.
-func (w WireUpdate) Validate() error {
+// matches the full set. Errors wrap core.ErrInvalid.
+func (w Message) Validate() error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("core: update of %s seq %d: %s: %w", w.Target, w.Seq, fmt.Sprintf(format, args...), ErrInvalid)
+		return fmt.Errorf("wire: update of %s seq %d: %s: %w", w.Target, w.Seq, fmt.Sprintf(format, args...), core.ErrInvalid)
 	}
 	switch {
-	case w.Schema != WireSchema && !strings.HasPrefix(w.Schema, WireSchema+"."):
-		return bad("schema %q, want %q", w.Schema, WireSchema)
+	case w.Schema != Schema && !strings.HasPrefix(w.Schema, Schema+"."):
+		return bad("schema %q, want %q", w.Schema, Schema)
 	case w.Target.Validate() != nil:
 		return bad("no target name")
 	case w.Epoch == "":
@@ -143,7 +151,7 @@ func (w WireUpdate) Validate() error {
 	}
 	for _, list := range []struct {
 		name string
-		eps  []*Endpoint
+		eps  []*core.Endpoint
 	}{{"added", w.Added}, {"changed", w.Changed}} {
 		for _, e := range list.eps {
 			if err := e.Validate(); err != nil {
@@ -169,24 +177,24 @@ func (w WireUpdate) Validate() error {
 }
 
 // Replica rebuilds, on the receiving side of a wire, the state of every
-// target from WireUpdates, and turns each into the Update an in-process
+// target from Messages, and turns each into the core.Update an in-process
 // sink would have got: the complete State, and a Delta against what the
 // replica held. Next computes without changing anything, Commit records,
 // so that a receiver commits only what its own sink accepted. Safe for
 // concurrent use; memory is one state per target, shared with the Updates.
 type Replica struct {
 	mu      sync.Mutex
-	targets map[Target]replicaEntry
+	targets map[core.Target]replicaEntry
 }
 
 type replicaEntry struct {
 	epoch string
 	seq   uint64
-	state State
+	state core.State
 }
 
 // NewReplica returns an empty replica.
-func NewReplica() *Replica { return &Replica{targets: map[Target]replicaEntry{}} }
+func NewReplica() *Replica { return &Replica{targets: map[core.Target]replicaEntry{}} }
 
 // Next returns the Update that w makes of what r holds for w.Target:
 //
@@ -197,38 +205,38 @@ func NewReplica() *Replica { return &Replica{targets: map[Target]replicaEntry{}}
 //     replaces what r holds, whatever it was;
 //   - delta form: applied to what r holds, which must be the state of
 //     w.BaseSeq in w.Epoch; otherwise, or if the result does not have
-//     w.Count endpoints, an error wrapping ErrResync (ask for the full
-//     state).
+//     w.Count endpoints, an error wrapping core.ErrResync (ask for the
+//     full state).
 //
 // The Update's BaseSeq and Delta are relative to what r held (BaseSeq 0 if
 // nothing in this epoch).
-func (r *Replica) Next(w WireUpdate) (Update, error) {
+func (r *Replica) Next(w Message) (core.Update, error) {
 	if err := w.Validate(); err != nil {
-		return Update{}, err
+		return core.Update{}, err
 	}
 	r.mu.Lock()
 	held, has := r.targets[w.Target]
 	r.mu.Unlock()
 	sameEpoch := has && held.epoch == w.Epoch
 	if sameEpoch && w.Seq <= held.seq {
-		return Update{}, fmt.Errorf("core: update of %s seq %d: holding seq %d: %w", w.Target, w.Seq, held.seq, ErrDuplicate)
+		return core.Update{}, fmt.Errorf("wire: update of %s seq %d: holding seq %d: %w", w.Target, w.Seq, held.seq, ErrDuplicate)
 	}
-	u := Update{Target: w.Target, Epoch: w.Epoch, Seq: w.Seq,
-		State: State{Synced: w.Synced, Ended: w.Ended}}
+	u := core.Update{Target: w.Target, Epoch: w.Epoch, Seq: w.Seq,
+		State: core.State{Synced: w.Synced, Ended: w.Ended}}
 	if w.Stale != nil {
 		u.State.Stale = *w.Stale
 	}
 	if sameEpoch {
 		u.BaseSeq = held.seq
 	}
-	var next Set
+	var next core.Set
 	switch {
 	case w.Endpoints != nil:
 		next = *w.Endpoints
 	case w.BaseSeq == 0:
-		set, err := NewSet(w.Added...)
+		set, err := core.NewSet(w.Added...)
 		if err != nil {
-			return Update{}, fmt.Errorf("core: update of %s seq %d: %w", w.Target, w.Seq, err)
+			return core.Update{}, fmt.Errorf("wire: update of %s seq %d: %w", w.Target, w.Seq, err)
 		}
 		next = set
 	case !sameEpoch || held.seq != w.BaseSeq:
@@ -236,44 +244,44 @@ func (r *Replica) Next(w WireUpdate) (Update, error) {
 		if has {
 			heldAt = fmt.Sprintf("epoch %s seq %d", held.epoch, held.seq)
 		}
-		return Update{}, fmt.Errorf("core: update of %s seq %d is a delta from epoch %s seq %d, holding %s: %w",
-			w.Target, w.Seq, w.Epoch, w.BaseSeq, heldAt, ErrResync)
+		return core.Update{}, fmt.Errorf("wire: update of %s seq %d is a delta from epoch %s seq %d, holding %s: %w",
+			w.Target, w.Seq, w.Epoch, w.BaseSeq, heldAt, core.ErrResync)
 	default:
-		d := Delta{Added: w.Added, Removed: make([]*Endpoint, 0, len(w.Removed)), Changed: make([]Change, 0, len(w.Changed))}
+		d := core.Delta{Added: w.Added, Removed: make([]*core.Endpoint, 0, len(w.Removed)), Changed: make([]core.Change, 0, len(w.Changed))}
 		for _, id := range w.Removed {
 			e, ok := held.state.Endpoints.Get(id)
 			if !ok {
-				return Update{}, fmt.Errorf("core: update of %s seq %d removes %q, not held: %w", w.Target, w.Seq, id, ErrResync)
+				return core.Update{}, fmt.Errorf("wire: update of %s seq %d removes %q, not held: %w", w.Target, w.Seq, id, core.ErrResync)
 			}
 			d.Removed = append(d.Removed, e)
 		}
 		for _, e := range w.Changed {
 			old, ok := held.state.Endpoints.Get(e.ID)
 			if !ok {
-				return Update{}, fmt.Errorf("core: update of %s seq %d changes %q, not held: %w", w.Target, w.Seq, e.ID, ErrResync)
+				return core.Update{}, fmt.Errorf("wire: update of %s seq %d changes %q, not held: %w", w.Target, w.Seq, e.ID, core.ErrResync)
 			}
-			d.Changed = append(d.Changed, Change{Old: old, New: e})
+			d.Changed = append(d.Changed, core.Change{Old: old, New: e})
 		}
 		set, err := held.state.Endpoints.Apply(d)
 		if err != nil {
-			return Update{}, fmt.Errorf("core: update of %s seq %d: %w", w.Target, w.Seq, err)
+			return core.Update{}, fmt.Errorf("wire: update of %s seq %d: %w", w.Target, w.Seq, err)
 		}
 		if set.Len() != w.Count {
-			return Update{}, fmt.Errorf("core: update of %s seq %d: %d endpoints after the delta, sender has %d: %w",
-				w.Target, w.Seq, set.Len(), w.Count, ErrResync)
+			return core.Update{}, fmt.Errorf("wire: update of %s seq %d: %d endpoints after the delta, sender has %d: %w",
+				w.Target, w.Seq, set.Len(), w.Count, core.ErrResync)
 		}
 		u.State.Endpoints, u.Delta = set, d
 		return u, nil
 	}
 	if next.Len() != w.Count {
-		return Update{}, fmt.Errorf("core: update of %s seq %d: %d endpoints, count says %d: %w", w.Target, w.Seq, next.Len(), w.Count, ErrInvalid)
+		return core.Update{}, fmt.Errorf("wire: update of %s seq %d: %d endpoints, count says %d: %w", w.Target, w.Seq, next.Len(), w.Count, core.ErrInvalid)
 	}
 	u.State.Endpoints = next
-	var base Set
+	var base core.Set
 	if sameEpoch {
 		base = held.state.Endpoints
 	}
-	u.Delta = Diff(base, next)
+	u.Delta = core.Diff(base, next)
 	return u, nil
 }
 
@@ -281,7 +289,7 @@ func (r *Replica) Next(w WireUpdate) (Update, error) {
 // holds a newer update of the same epoch already: within an epoch commits
 // only move forward, whatever order concurrent receivers commit in; an
 // update of another epoch replaces what r holds (the sender restarted).
-func (r *Replica) Commit(u Update) {
+func (r *Replica) Commit(u core.Update) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if held, ok := r.targets[u.Target]; ok && held.epoch == u.Epoch && held.seq >= u.Seq {
@@ -290,36 +298,27 @@ func (r *Replica) Commit(u Update) {
 	r.targets[u.Target] = replicaEntry{epoch: u.Epoch, seq: u.Seq, state: u.State}
 }
 
-// Apply is Next followed by Commit.
-func (r *Replica) Apply(w WireUpdate) (Update, error) {
-	u, err := r.Next(w)
-	if err != nil {
-		return Update{}, err
-	}
-	r.Commit(u)
-	return u, nil
-}
-
-// SinkError is a sink's own error from Replica.Deliver, as opposed to an
-// error about the update.
+// SinkError is a sink's own error from Replica.Receive, as opposed to an
+// error about the message.
 type SinkError struct{ Err error }
 
 func (e *SinkError) Error() string { return e.Err.Error() }
 func (e *SinkError) Unwrap() error { return e.Err }
 
-// Deliver is the receiving side of a wire in one call: it hands sink the
-// Update that w makes of what r holds (Next), and records it (Commit) once
-// the sink accepted it. Its errors are Next's, about w (ErrDuplicate:
-// acknowledge, nothing to do; ErrResync; ErrInvalid), or the sink's,
-// wrapped in *SinkError; a sink that lost its state (ErrResync) makes r
-// forget the target, so that the full state replaces it.
-func (r *Replica) Deliver(ctx context.Context, w WireUpdate, sink Sink) error {
+// Receive is the receiving side of a wire in one call: it hands sink the
+// core.Update that w makes of what r holds (Next), and records it (Commit)
+// once the sink accepted it. Its errors are Next's, about w (ErrDuplicate:
+// acknowledge, nothing to do; core.ErrResync; core.ErrInvalid), or the
+// sink's, wrapped in *SinkError; a sink that lost its state
+// (core.ErrResync) makes r forget the target, so that the full state
+// replaces it.
+func (r *Replica) Receive(ctx context.Context, w Message, sink core.Sink) error {
 	u, err := r.Next(w)
 	if err != nil {
 		return err
 	}
-	if err := sink.Update(ctx, u); err != nil {
-		if errors.Is(err, ErrResync) {
+	if err := sink.Accept(ctx, u); err != nil {
+		if errors.Is(err, core.ErrResync) {
 			r.Forget(u.Target)
 		}
 		return &SinkError{Err: err}
@@ -329,7 +328,7 @@ func (r *Replica) Deliver(ctx context.Context, w WireUpdate, sink Sink) error {
 }
 
 // State returns what r holds for t, with its epoch and seq.
-func (r *Replica) State(t Target) (st State, epoch string, seq uint64, ok bool) {
+func (r *Replica) State(t core.Target) (st core.State, epoch string, seq uint64, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.targets[t]
@@ -337,10 +336,10 @@ func (r *Replica) State(t Target) (st State, epoch string, seq uint64, ok bool) 
 }
 
 // Targets returns the targets r holds a state for.
-func (r *Replica) Targets() []Target {
+func (r *Replica) Targets() []core.Target {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]Target, 0, len(r.targets))
+	out := make([]core.Target, 0, len(r.targets))
 	for t := range r.targets {
 		out = append(out, t)
 	}
@@ -348,7 +347,7 @@ func (r *Replica) Targets() []Target {
 }
 
 // Forget drops what r holds for t (the next delta for it needs a resync).
-func (r *Replica) Forget(t Target) {
+func (r *Replica) Forget(t core.Target) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.targets, t)

@@ -1,10 +1,11 @@
-package core_test
+package route_test
 
 import (
 	"strings"
 	"testing"
 
 	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/route"
 )
 
 func zoned(id, zone string, hints ...string) *core.Endpoint {
@@ -14,22 +15,22 @@ func zoned(id, zone string, hints ...string) *core.Endpoint {
 // TestLocality: kube-proxy's topology rule, extended to un-hinted services.
 func TestLocality(t *testing.T) {
 	notReady := zoned("x", "a")
-	notReady.Conditions.Ready = core.Bool(false)
+	notReady.Conditions.Ready = new(false)
 	tests := []struct {
 		name string
-		loc  core.Locality
+		loc  route.Locality
 		in   []*core.Endpoint
 		want string
 	}{
-		{"no zone: everything", core.Locality{}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b")}, "1,2"},
-		{"by zone without hints", core.Locality{Zone: "a"}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b"), zoned("3", "a")}, "1,3"},
-		{"by hints when all carry them", core.Locality{Zone: "a"}, []*core.Endpoint{zoned("1", "b", "a"), zoned("2", "a", "b"), zoned("3", "c", "c")}, "1"},
-		{"mixed hints: no preference (kube-proxy)", core.Locality{Zone: "a"}, []*core.Endpoint{zoned("1", "a", "a"), zoned("2", "a"), zoned("3", "b")}, "1,2,3"},
-		{"not ready ones do not count for hints", core.Locality{Zone: "a"}, []*core.Endpoint{zoned("1", "b", "a"), notReady}, "1"},
-		{"too few local: every zone", core.Locality{Zone: "a", MinLocal: 2}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b")}, "1,2"},
-		{"enough local", core.Locality{Zone: "a", MinLocal: 2}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b"), zoned("3", "a")}, "1,3"},
-		{"none local: every zone", core.Locality{Zone: "c"}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b")}, "1,2"},
-		{"no hint for the zone: every zone", core.Locality{Zone: "c"}, []*core.Endpoint{zoned("1", "a", "a"), zoned("2", "b", "b")}, "1,2"},
+		{"no zone: everything", route.Locality{}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b")}, "1,2"},
+		{"by zone without hints", route.Locality{Zone: "a"}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b"), zoned("3", "a")}, "1,3"},
+		{"by hints when all carry them", route.Locality{Zone: "a"}, []*core.Endpoint{zoned("1", "b", "a"), zoned("2", "a", "b"), zoned("3", "c", "c")}, "1"},
+		{"mixed hints: no preference (kube-proxy)", route.Locality{Zone: "a"}, []*core.Endpoint{zoned("1", "a", "a"), zoned("2", "a"), zoned("3", "b")}, "1,2,3"},
+		{"not ready ones do not count for hints", route.Locality{Zone: "a"}, []*core.Endpoint{zoned("1", "b", "a"), notReady}, "1"},
+		{"too few local: every zone", route.Locality{Zone: "a", MinLocal: 2}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b")}, "1,2"},
+		{"enough local", route.Locality{Zone: "a", MinLocal: 2}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b"), zoned("3", "a")}, "1,3"},
+		{"none local: every zone", route.Locality{Zone: "c"}, []*core.Endpoint{zoned("1", "a"), zoned("2", "b")}, "1,2"},
+		{"no hint for the zone: every zone", route.Locality{Zone: "c"}, []*core.Endpoint{zoned("1", "a", "a"), zoned("2", "b", "b")}, "1,2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,7 +47,7 @@ func TestLocality(t *testing.T) {
 func TestRoutablePriority(t *testing.T) {
 	p := func(id string, prio uint32, ready, serving, terminating bool) *core.Endpoint {
 		return &core.Endpoint{ID: id, Addresses: []string{id}, Priority: prio,
-			Conditions: core.Conditions{Ready: core.Bool(ready), Serving: core.Bool(serving), Terminating: core.Bool(terminating)}}
+			Conditions: core.Conditions{Ready: new(ready), Serving: new(serving), Terminating: new(terminating)}}
 	}
 	up := func(id string, prio uint32) *core.Endpoint { return p(id, prio, true, true, false) }
 	draining := func(id string, prio uint32) *core.Endpoint { return p(id, prio, false, true, true) }
@@ -67,9 +68,17 @@ func TestRoutablePriority(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.Join(idsOf(core.Routable(set)), ","); got != tc.want {
+			if got := strings.Join(idsOf(route.Routable(set)), ","); got != tc.want {
 				t.Fatalf("Routable = %q, want %q", got, tc.want)
 			}
 		})
 	}
+}
+
+func idsOf(eps []*core.Endpoint) []string {
+	var out []string
+	for _, e := range eps {
+		out = append(out, e.ID)
+	}
+	return out
 }

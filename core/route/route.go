@@ -1,6 +1,15 @@
-package core
+// Package route holds the routing rules every disco sink applies to a
+// target's endpoints, so that the gRPC resolver, the connection pool and
+// the xDS server agree: which endpoints take traffic (Routable: ready ones,
+// kube-proxy's terminating fallback, and priorities), and which of those a
+// client in a zone prefers (Locality).
+package route
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/disco-lb/disco/core"
+)
 
 // Routable returns the endpoints of s that should get new requests, by
 // kube-proxy's rule (KEP-1669) and then by priority (RFC 2782): every ready
@@ -9,8 +18,8 @@ import "slices"
 // answer), again of the lowest Priority that has one. Sources publish all
 // endpoints with their conditions and priorities; sinks that route use
 // this. The result is in ID order, in a new slice.
-func Routable(s Set) []*Endpoint {
-	var ready, fallback []*Endpoint
+func Routable(s core.Set) []*core.Endpoint {
+	var ready, fallback []*core.Endpoint
 	readyPrio, fallbackPrio := ^uint32(0), ^uint32(0)
 	for e := range s.All() {
 		switch c := e.Conditions; {
@@ -38,7 +47,7 @@ func Routable(s Set) []*Endpoint {
 
 // IsFallback reports whether e may get requests only while no endpoint of
 // its target is ready: it is not ready, but serving while terminating.
-func IsFallback(e *Endpoint) bool {
+func IsFallback(e *core.Endpoint) bool {
 	c := e.Conditions
 	return !c.IsReady() && c.IsServing() && c.IsTerminating()
 }
@@ -70,13 +79,13 @@ type Locality struct {
 	MinLocal int
 }
 
-// LocalityRule says how Locality matches endpoints to the client's zone,
-// given the set of ready endpoints.
-type LocalityRule int
+// Rule says how Locality matches endpoints to the client's zone, given the
+// set of ready endpoints.
+type Rule int
 
 const (
 	// NoPreference: use every endpoint.
-	NoPreference LocalityRule = iota
+	NoPreference Rule = iota
 	// ByHints: local means hinted for the zone.
 	ByHints
 	// ByZone: local means in the zone.
@@ -85,7 +94,7 @@ const (
 
 // Rule returns the matching rule for a set of ready endpoints of which
 // hinted carry zone hints and unhinted do not.
-func (l Locality) Rule(hinted, unhinted int) LocalityRule {
+func (l Locality) Rule(hinted, unhinted int) Rule {
 	switch {
 	case l.Zone == "":
 		return NoPreference
@@ -98,7 +107,7 @@ func (l Locality) Rule(hinted, unhinted int) LocalityRule {
 }
 
 // Local reports whether the ready endpoint e is local under rule.
-func (l Locality) Local(e *Endpoint, rule LocalityRule) bool {
+func (l Locality) Local(e *core.Endpoint, rule Rule) bool {
 	switch rule {
 	case ByHints:
 		return slices.Contains(e.ZoneHints, l.Zone)
@@ -116,14 +125,14 @@ func (l Locality) Enough(local int) bool { return local > 0 && local >= max(l.Mi
 // connections to). When eps are fallback endpoints, or the rule finds too
 // few local ones, it returns eps itself; otherwise a new slice of the local
 // ones, in eps' order.
-func (l Locality) Select(eps []*Endpoint) []*Endpoint {
-	return SelectLocal(l, eps, func(e *Endpoint) *Endpoint { return e })
+func (l Locality) Select(eps []*core.Endpoint) []*core.Endpoint {
+	return Select(l, eps, func(e *core.Endpoint) *core.Endpoint { return e })
 }
 
-// SelectLocal is Select over any items that carry an endpoint (a
+// Select is Locality.Select over any items that carry an endpoint (a
 // balancer's children, a pool's connections): it returns items itself or a
 // new slice of the local ones.
-func SelectLocal[T any](l Locality, items []T, endpoint func(T) *Endpoint) []T {
+func Select[T any](l Locality, items []T, endpoint func(T) *core.Endpoint) []T {
 	if l.Zone == "" {
 		return items
 	}

@@ -1,0 +1,5 @@
+package core
+
+import "go.uber.org/zap"
+
+var nopLogger = zap.NewNop()
