@@ -10,7 +10,7 @@ BENCHFLAGS ?= -run '^$$' -bench . -benchmem
 # Every Go file, tracked or not yet, except generated protobuf code.
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -name '*.pb.go')
 
-.PHONY: generate generate-check proto-check all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
+.PHONY: generate generate-check proto-check api-check all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
 
 all: lint test
 
@@ -27,6 +27,7 @@ help:
 	@echo "make bench          benchmarks of every module"
 	@echo "make generate       the plugin protocol's Go code (buf, pinned in .ci/buf); generate-check: CI's check"
 	@echo "make proto-check    buf lint and buf breaking of the plugin protocol against the last release"
+	@echo "make api-check      every incompatible API change since the last release is in core/CHANGELOG.md"
 
 # Kubernetes binaries for the tests' control planes, built once per version
 # into $(CACHE) (minutes when cold, nothing when cached).
@@ -78,6 +79,20 @@ proto-check: $(TOOLS)/buf
 	  echo "== buf breaking against $$version ($$commit)"; \
 	  $(TOOLS)/buf breaking core/plugin/proto --against ".git#ref=$$commit,subdir=core/plugin/proto"
 
+# Every module's exported API against the last release (.ci/last-release):
+# an incompatible change must be listed in core/CHANGELOG.md (apidiff,
+# pinned in .ci/apidiff).
+$(TOOLS)/apidiff: .ci/apidiff/go.mod .ci/apidiff/go.sum
+	@mkdir -p $(TOOLS)
+	cd .ci/apidiff && GOWORK=off go build -o $@ golang.org/x/exp/cmd/apidiff
+
+api-check: $(TOOLS)/apidiff $(TOOLS)/modcheck
+	@read -r version commit < <(.ci/last-release); \
+	  base=$$(mktemp -d); trap 'rm -rf "$$base"' EXIT; \
+	  git archive "$$commit" | tar -x -C "$$base"; \
+	  echo "== API against $$version ($$commit)"; \
+	  $(TOOLS)/modcheck api $(TOOLS)/apidiff "$$base"
+
 generate-check: generate
 	@git diff --exit-code -- core/plugin/internal/pb || { echo "generated code differs from core/plugin/proto: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- core/plugin/internal/pb)" || { echo "untracked generated files in core/plugin/internal/pb"; exit 1; }
@@ -125,4 +140,4 @@ demo: k8s-bins
 	  cd examples && DISCO_K8S_BINS=$$bins go run ./cmd/demo $(DEMO_FLAGS)
 
 # What CI runs after installing its packages (see .ci/run).
-ci: lint tidy-check modules-check generate-check proto-check test
+ci: lint tidy-check modules-check generate-check proto-check api-check test

@@ -9,6 +9,9 @@
 //	modcheck align      raise each shared requirement to its highest version everywhere
 //	modcheck version V  require every sibling at V
 //	modcheck tags       print the git tags of the current version (-create makes them)
+//	modcheck api APIDIFF BASE  every incompatible change of a product module's API since the
+//	                    release whose tree is at BASE (apidiff, export data of both) must be
+//	                    listed in core/CHANGELOG.md, in the section of the current version
 //
 // The rules of check:
 //
@@ -59,7 +62,7 @@ type module struct {
 func main() {
 	create := flag.Bool("create", false, "tags: create the tags (default: print the commands)")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: modcheck check | align | version vX.Y.Z | tags [-create]")
+		fmt.Fprintln(os.Stderr, "usage: modcheck check | align | version vX.Y.Z | tags [-create] | api APIDIFF BASE")
 	}
 	flag.Parse()
 	args := flag.Args()
@@ -91,6 +94,11 @@ func main() {
 		err = setVersion(mods, args[1])
 	case "tags":
 		err = tags(mods, *create)
+	case "api":
+		if len(args) != 3 {
+			fail(errors.New("api needs the apidiff binary and the base tree"))
+		}
+		err = apiCheck(mods, args[1], args[2])
 	default:
 		flag.Usage()
 		os.Exit(2)
