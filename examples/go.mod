@@ -21,6 +21,8 @@ require (
 
 require (
 	github.com/disco-lb/disco/sources/kubernetes/kubetest v0.3.0
+	github.com/envoyproxy/go-control-plane v0.14.0
+	github.com/envoyproxy/go-control-plane/envoy v1.40.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/standard-webhooks/standard-webhooks/libraries v1.3.0
@@ -32,8 +34,14 @@ require (
 )
 
 require (
+	cel.dev/expr v0.25.3 // indirect
+	cloud.google.com/go/compute/metadata v0.9.0 // indirect
+	github.com/cncf/xds/go v0.0.0-20260202195803-dba9d589def2 // indirect
+	github.com/envoyproxy/go-control-plane/ratelimit v0.1.0 // indirect
+	github.com/envoyproxy/protoc-gen-validate v1.3.3 // indirect
 	github.com/fatih/color v1.13.0 // indirect
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
+	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect
 	github.com/hashicorp/go-plugin v1.8.0 // indirect
@@ -42,6 +50,10 @@ require (
 	github.com/mattn/go-isatty v0.0.17 // indirect
 	github.com/miekg/dns v1.1.73 // indirect
 	github.com/oklog/run v1.1.0 // indirect
+	github.com/planetscale/vtprotobuf v0.6.1-0.20240319094008-0393e58bdf10 // indirect
+	github.com/spiffe/go-spiffe/v2 v2.8.1 // indirect
+	golang.org/x/sync v0.23.0 // indirect
+	google.golang.org/genproto/googleapis/api v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 )
 
 require (
@@ -50,6 +62,7 @@ require (
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
 	github.com/disco-lb/disco/core/plugin v0.3.0
 	github.com/disco-lb/disco/sinks/webhook v0.3.0
+	github.com/disco-lb/disco/sinks/xds v0.3.0
 	github.com/disco-lb/disco/sources/dns v0.3.0
 	github.com/disco-lb/disco/sources/file v0.3.0
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
@@ -101,3 +114,5 @@ replace github.com/disco-lb/disco/sources/file => ../sources/file
 replace github.com/disco-lb/disco/sinks/webhook => ../sinks/webhook
 
 replace github.com/disco-lb/disco/core/plugin => ../core/plugin
+
+replace github.com/disco-lb/disco/sinks/xds => ../sinks/xds

@@ -10,6 +10,7 @@ package e2e_test
 import (
 	"context"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -21,6 +22,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if target := os.Getenv(goXDSClientEnv); target != "" {
+		os.Exit(goXDSClient(target))
+	}
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"))
 }
 

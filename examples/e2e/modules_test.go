@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,15 +13,20 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"golang.org/x/mod/module"
 	modzip "golang.org/x/mod/zip"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // The product modules, as a user imports them.
-var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool", "sinks/webhook"}
+var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool", "sinks/webhook", "sinks/xds"}
 
 const repoModule = "github.com/disco-lb/disco"
 
@@ -232,6 +238,39 @@ func TestModulesWorkOutsideTheRepository(t *testing.T) {
 			t.Fatalf("the program printed %q", out)
 		}
 		t.Logf("core + file + dns: %d modules, binary %.1f MB", len(mods), float64(size)/1e6)
+	})
+
+	t.Run("an xDS server over the file source", func(t *testing.T) {
+		c := newConsumer(t, proxy, "xdsfile", xdsFileMain)
+		mods, bin, size := c.build(version, "core", "sources/file", "sinks/xds")
+		for _, unwanted := range []string{"k8s.io/", repoModule + "/sources/kubernetes", repoModule + "/sinks/grpcresolver"} {
+			if k := holds(mods, unwanted); len(k) > 0 {
+				t.Fatalf("core + file + xds has %v in its module graph", k)
+			}
+		}
+		cmd := exec.Command(bin)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { stdin.Close(); _ = cmd.Wait() }()
+		sc := bufio.NewScanner(out)
+		if !sc.Scan() || !strings.HasPrefix(sc.Text(), "serving xDS on ") {
+			t.Fatalf("the program printed %q", sc.Text())
+		}
+		addr := strings.TrimPrefix(sc.Text(), "serving xDS on ")
+		if got := rawAssignment(t, addr, "greeter"); got != "10.0.0.1:50051" {
+			t.Fatalf("the assignment of greeter: %q, want 10.0.0.1:50051", got)
+		}
+		t.Logf("core + file + xds: %d modules, binary %.1f MB", len(mods), float64(size)/1e6)
 	})
 
 	t.Run("the README's example against a real API server", func(t *testing.T) {
@@ -576,3 +615,99 @@ func main() {
 	fmt.Println("dns target:", t.Name)
 }
 `
+
+// xdsFileMain: an xDS server for the targets of a file.
+const xdsFileMain = `package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/sinks/xds"
+	"github.com/disco-lb/disco/sources/file"
+)
+
+func main() {
+	dir, err := os.MkdirTemp("", "xdsfile")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	data := "targets:\n  - target: greeter\n    endpoints: [10.0.0.1:50051]\n"
+	if err := os.WriteFile(filepath.Join(dir, "endpoints.yaml"), []byte(data), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	src, err := file.New(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
+	hub, err := core.NewHub(src)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	srv, err := xds.New(hub, xds.WithTargetParser(func(s string) (core.Target, error) { return core.Target{Name: s}, nil }))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("serving xDS on", lis.Addr())
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); cancel() }() // until stdin closes
+	if err := srv.Serve(ctx, lis); err != nil {
+		log.Fatal(err)
+	}
+}
+`
+
+// rawAssignment asks the xDS server at addr for the ClusterLoadAssignment
+// of name on a raw ADS stream and returns its one endpoint's address.
+func rawAssignment(t *testing.T, addr, name string) string {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := ctxFor(t, 30*time.Second)
+	s, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: "modules-test"}, TypeUrl: resource.EndpointType, ResourceNames: []string{name}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range r.Resources {
+			var cla endpointv3.ClusterLoadAssignment
+			if err := a.UnmarshalTo(&cla); err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range cla.Endpoints {
+				for _, e := range l.LbEndpoints {
+					sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+					return fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue())
+				}
+			}
+		}
+		// An empty assignment first (not synced yet): ACK, wait for more.
+		if err := s.Send(&discoverygrpc.DiscoveryRequest{Node: &corev3.Node{Id: "modules-test"}, TypeUrl: resource.EndpointType,
+			ResourceNames: []string{name}, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -6,11 +6,19 @@ package k8s
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/disco-lb/disco/sinks/xds"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
 )
 
@@ -36,5 +44,42 @@ func TestManifestsPassServerSideDryRun(t *testing.T) {
 			t.Fatalf("%s: not a server dry run: %s", f, out)
 		}
 		t.Logf("%s: %s", f, strings.TrimSpace(string(out)))
+	}
+}
+
+// The clients' bootstrap in xds-server.yaml is what xds.Bootstrap writes
+// for that server (the example stays in step with the code).
+func TestXDSBootstrapConfigMapIsCurrent(t *testing.T) {
+	f, err := os.Open("xds-server.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dec := yaml.NewYAMLOrJSONDecoder(f, 4096)
+	var got string
+	for {
+		var cm corev1.ConfigMap
+		if err := dec.Decode(&cm); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if cm.Kind == "ConfigMap" && cm.Name == "xds-bootstrap" {
+			got = cm.Data["bootstrap.json"]
+		}
+	}
+	want, err := xds.Bootstrap{ServerURI: "xds-server.demo.svc:18000"}.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g, w any
+	if err := json.Unmarshal([]byte(got), &g); err != nil {
+		t.Fatalf("the ConfigMap's bootstrap.json: %v", err)
+	}
+	if err := json.Unmarshal(want, &w); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Fatalf("the ConfigMap's bootstrap:\n%s\nxds.Bootstrap writes:\n%s", got, want)
 	}
 }
