@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -48,6 +50,9 @@ type fakeWatch struct {
 	hub *core.Hub
 	sub *core.Subscription
 	rec *coretest.Recorder
+	// watching is closed, per resource, once the source's first watch of
+	// it is open.
+	watching map[string]chan struct{}
 }
 
 func watchFake(t *testing.T, client *fake.Clientset, opts ...kubernetes.Option) *fakeWatch {
@@ -56,12 +61,48 @@ func watchFake(t *testing.T, client *fake.Clientset, opts ...kubernetes.Option) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &fakeWatch{hub: coretest.Hub(t, src), rec: coretest.NewRecorder()}
+	w := &fakeWatch{hub: coretest.Hub(t, src), rec: coretest.NewRecorder(), watching: map[string]chan struct{}{}}
+	// The fake clientset's watch starts at the moment it is opened,
+	// whatever resource version it is asked for: a change made between the
+	// source's list and its watch is lost, where an API server replays it
+	// from the list's version. So a test changes objects only once the
+	// source watches them (established); the watch is the fake's own, opened
+	// here to know when it is.
+	for _, res := range []string{"services", "endpointslices"} {
+		ch := make(chan struct{})
+		w.watching[res] = ch
+		var once sync.Once
+		client.PrependWatchReactor(res, func(a k8stesting.Action) (bool, watch.Interface, error) {
+			var lo metav1.ListOptions
+			if wa, ok := a.(k8stesting.WatchActionImpl); ok {
+				lo = wa.ListOptions
+			}
+			wi, err := client.Tracker().Watch(a.GetResource(), a.GetNamespace(), lo)
+			if err != nil {
+				return false, nil, err
+			}
+			once.Do(func() { close(ch) })
+			return true, wi, nil
+		})
+	}
 	t.Cleanup(func() { w.hub.Close() })
 	if w.sub, err = w.hub.Subscribe("test", w.rec, target); err != nil {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// established waits until the source watches the named resources
+// ("services", "endpointslices"): changes made from now on reach it.
+func (w *fakeWatch) established(t *testing.T, resources ...string) {
+	t.Helper()
+	for _, res := range resources {
+		select {
+		case <-w.watching[res]:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the source never watched %s", res)
+		}
+	}
 }
 
 // until waits for the last state to satisfy ok.
@@ -133,6 +174,7 @@ func TestUnusableEndpointKeepsTheStateStale(t *testing.T) {
 	if n := gauge(t, reg, "disco_kubernetes_unusable_endpoints"); n != 1 {
 		t.Fatalf("unusable endpoints gauge = %v", n)
 	}
+	w.established(t, "services", "endpointslices")
 	ctx := context.Background()
 	slices := client.DiscoveryV1().EndpointSlices("demo")
 	if _, err := slices.Update(ctx, fakeSlice("greeter-a", "10.244.0.1", "10.244.0.2"), metav1.UpdateOptions{}); err != nil {
@@ -173,6 +215,7 @@ func TestDeletedServiceDropsItsEndpoints(t *testing.T) {
 	client := fake.NewClientset(service(), fakeSlice("greeter-a", "10.244.0.1"))
 	w := watchFake(t, client)
 	w.until(t, "synced", func(s core.State) bool { return s.Synced && s.Endpoints.Len() == 1 })
+	w.established(t, "services", "endpointslices")
 	if err := client.CoreV1().Services("demo").Delete(context.Background(), "greeter", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -194,6 +237,7 @@ func TestServiceCreatedLaterIsNoticed(t *testing.T) {
 	if err := w.sub.WaitSynced(context.Background()); !errors.Is(err, core.ErrNotFound) {
 		t.Fatalf("WaitSynced = %v, want not found", err)
 	}
+	w.established(t, "services", "endpointslices")
 	ctx := context.Background()
 	if _, err := client.DiscoveryV1().EndpointSlices("demo").Create(ctx, fakeSlice("greeter-a", "10.244.0.1"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
