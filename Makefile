@@ -10,13 +10,16 @@ BENCHFLAGS ?= -run '^$$' -bench . -benchmem
 # Every Go file, tracked or not yet, except generated protobuf code.
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -name '*.pb.go')
 
-.PHONY: generate generate-check proto-check api-check all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
+.PHONY: plugin-example plugin-example-node webhook-example generate generate-check proto-check api-check all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
 
 all: lint test
 
 help:
 	@echo "make demo           the demo: control plane, pods, a balancing client (DEMO_FLAGS=-help)"
 	@echo "make test           race tests of every module ($(words $(MODULES)) modules); builds k8s-bins first"
+	@echo "make plugin-example  a source and a sink plugin run by a host, greeters on loopback"
+	@echo "make plugin-example-node  the same with the Node.js source plugin (node, npm, openssl)"
+	@echo "make webhook-example a webhook sender and receiver on loopback, three deliveries"
 	@echo "make k8s-bins       build kube-apiserver, etcd, kubectl (pinned in .ci/k8s) into $(CACHE)"
 	@echo "make lint           gofmt, go vet and staticcheck (pinned in .ci/tools/go.mod)"
 	@echo "make modules-check  each module alone (GOWORK=off), and the module rules (.ci/modcheck)"
@@ -135,6 +138,16 @@ bench:
 # The main job: a local control plane, greeter pods in network namespaces and
 # a client balancing across them while they scale and restart. Needs root.
 # DEMO_FLAGS passes flags, e.g. make demo DEMO_FLAGS="-pods 4 -phase 10s".
+# The examples that need no cluster, each from nothing (examples/README.md).
+plugin-example:
+	@cd examples && go run ./cmd/plugin-host -example
+
+plugin-example-node:
+	@cd examples && go run ./cmd/plugin-host -example -example-source node
+
+webhook-example:
+	@cd examples && go run ./cmd/webhook-sender -example
+
 demo: k8s-bins
 	@bins=$$(DISCO_CACHE=$(CACHE) .ci/k8s-bins 2>/dev/null); \
 	  cd examples && DISCO_K8S_BINS=$$bins go run ./cmd/demo $(DEMO_FLAGS)

@@ -30,6 +30,9 @@ func (l *zapHCLog) fields(args []any) []zap.Field {
 			i--
 			continue
 		}
+		if key == "timestamp" {
+			continue // the plugin's own time of a line go-plugin passes on: the host's line has its time
+		}
 		out = append(out, zap.Any(key, all[i+1]))
 	}
 	return out

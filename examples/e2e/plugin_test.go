@@ -50,9 +50,56 @@ func TestPluginExamplesEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plugin-host: %v\n%s", err, out)
 	}
-	for _, want := range []string{"backend-0 answered", "backend-1 answered", "backend-2 answered", "300 calls, 0 failed", "plugin-log-sink: update"} {
+	for _, want := range []string{"backend-0 answered", "backend-1 answered", "backend-2 answered", "300 calls, 0 failed", "plugin-log-sink\tupdate"} {
 		if !strings.Contains(string(out), want) {
 			t.Fatalf("plugin-host output lacks %q:\n%s", want, out)
 		}
+	}
+	// What a user reads: INFO and up, each field once, no stack trace.
+	for _, unwanted := range []string{"DEBUG", `"timestamp"`, "goroutine ", ".go:"} {
+		if strings.Contains(string(out), unwanted) {
+			t.Fatalf("plugin-host output has %q:\n%s", unwanted, out)
+		}
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Count(line, `"plugin":`) > 1 {
+			t.Fatalf("a field twice: %s", line)
+		}
+	}
+
+	// A plugin binary that is not there: one line saying what to do.
+	out, err = exec.Command(filepath.Join(bin, "plugin-host"), "-source", filepath.Join(bin, "no-such-plugin")).CombinedOutput()
+	if err == nil {
+		t.Fatalf("plugin-host ran without its plugin:\n%s", out)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "no source plugin binary") || !strings.Contains(lines[0], "-example") {
+		t.Fatalf("a missing plugin binary: want one line saying what to do, got:\n%s", out)
+	}
+}
+
+// make plugin-example: plugin-host -example builds the plugins, starts the
+// greeters and runs, from nothing.
+func TestPluginHostExampleRunsFromNothing(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "plugin-host")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/plugin-host").CombinedOutput(); err != nil {
+		t.Fatalf("build plugin-host: %v\n%s", err, out)
+	}
+	for _, source := range []string{"file", "node"} {
+		t.Run(source, func(t *testing.T) {
+			if source == "node" {
+				npmInstall(t, "npm-grpc-js-1.14.7", "@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1") // or skip without npm
+			}
+			cmd := exec.Command(bin, "-example", "-example-source", source, "-calls", "20")
+			cmd.Dir = ".." // examples/, as make runs it
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("plugin-host -example: %v\n%s", err, out)
+			}
+			for _, want := range []string{"answered", "20 calls, 0 failed", "plugin-log-sink\tupdate", `"endpoints": ["127.0.0.1:`} {
+				if !strings.Contains(string(out), want) {
+					t.Fatalf("plugin-host -example output lacks %q:\n%s", want, out)
+				}
+			}
+		})
 	}
 }

@@ -18,7 +18,7 @@ func main() {
 		for e := range u.State.Endpoints.All() {
 			eps = append(eps, e.HostPort())
 		}
-		log.Info("plugin-log-sink: update", zap.Stringer("target", u.Target), zap.Uint64("seq", u.Seq),
+		log.Info("update", zap.Stringer("target", u.Target), zap.Uint64("seq", u.Seq),
 			zap.Int("added", len(u.Added)), zap.Int("removed", len(u.Removed)), zap.Strings("endpoints", eps))
 		return nil
 	}))
