@@ -20,7 +20,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -297,12 +296,11 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 	}
 	defer cc.Close()
 	client := greeter.NewClient(cc)
-	say("== client: grpc.NewClient(\"kubernetes:///greeter.demo:grpc\") with disco's resolver and its recommended setup (least request, keepalive, retry), %d callers at %d calls/s", c.concurrency, c.rate)
+	say("== client: kubernetes:///greeter.demo:grpc, disco's resolver, its recommended setup")
+	say("   (least request, keepalive, retry); %d callers, %d calls/s", c.concurrency, c.rate)
 
 	// Load.
-	var ok, failed atomic.Int64
-	var cmu sync.Mutex
-	perPod := map[string]int64{}
+	calls := newTally()
 	var firstErr atomic.Value
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -330,73 +328,112 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 					if loadCtx.Err() != nil {
 						return
 					}
-					failed.Add(1)
+					calls.failure()
 					firstErr.CompareAndSwap(nil, err)
 					continue
 				}
-				ok.Add(1)
-				cmu.Lock()
-				perPod[pod]++
-				cmu.Unlock()
+				calls.success(pod)
 			}
 		})
 	}
-	table := func(title string) {
-		cmu.Lock()
-		defer cmu.Unlock()
-		total := ok.Load()
-		names := make([]string, 0, len(perPod))
-		for n := range perPod {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		var cells []string
-		for _, n := range names {
-			cells = append(cells, fmt.Sprintf("%s %5d (%4.1f%%)", n, perPod[n], 100*float64(perPod[n])/float64(max(total, 1))))
-		}
-		say("   [%s] calls %d, failed %d | %s", title, total+failed.Load(), failed.Load(), strings.Join(cells, " | "))
-	}
-	phase := func(title string) {
-		end := time.Now().Add(c.phase)
-		for time.Now().Before(end) && ctx.Err() == nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
+
+	// A phase: its action, then c.phase of steady load, a status line a
+	// second (calls/s, failures, each live pod's share of the window; a pod
+	// that left, named once as gone).
+	var phases []phaseResult
+	prev := calls.snapshot()
+	shown := fl.Names()
+	status := func(title string) {
+		now := calls.snapshot()
+		live := fl.Names()
+		var gone []string
+		for _, p := range shown {
+			if !slices.Contains(live, p) {
+				gone = append(gone, p)
 			}
-			table(title)
 		}
+		say("%s", statusLine(title, prev, now, live, gone))
+		prev, shown = now, live
 	}
-	phase("steady")
-
-	say("== scale %d -> %d", c.pods, c.scaleUp)
-	for range c.scaleUp - c.pods {
-		if _, err := addPod(); err != nil {
-			return summary{}, err
+	phase := func(title, announce string, action func() error) error {
+		say("== %s", announce)
+		begin := calls.snapshot()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // status lines during the action too
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Second):
+					status(title)
+				}
+			}
+		}()
+		var err error
+		if action != nil {
+			err = action()
 		}
+		steady := calls.snapshot()
+		if err == nil {
+			end := time.Now().Add(c.phase)
+			for time.Now().Before(end) && ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Until(end)):
+				}
+			}
+		}
+		close(stop)
+		<-done
+		status(title)
+		last := calls.snapshot()
+		ok, failed, _ := last.since(begin)
+		_, _, per := last.since(steady)
+		live := fl.Names()
+		phases = append(phases, phaseResult{name: title, calls: ok + failed, failed: failed, live: len(live), spread: spread(per, live)})
+		return err
 	}
-	phase("scaled up")
-
-	say("== rolling restart: each pod replaced by a new one (new pod ready, old one terminating, %v preStop, graceful drain)", c.preStop)
-	for _, old := range fl.Names() {
-		if ctx.Err() != nil {
-			break
-		}
-		if _, err := addPod(); err != nil {
-			return summary{}, err
-		}
-		if err := drainPod(old); err != nil {
-			return summary{}, err
-		}
+	if err := phase("steady", fmt.Sprintf("steady: %d pods", c.pods), nil); err != nil {
+		return summary{}, err
 	}
-	phase("restarted")
-
-	say("== scale %d -> %d", len(fl.Names()), c.scaleDown)
-	for names := fl.Names(); len(names) > c.scaleDown && ctx.Err() == nil; names = fl.Names() {
-		if err := drainPod(names[0]); err != nil {
-			return summary{}, err
+	if err := phase("scale up", fmt.Sprintf("scale %d -> %d", c.pods, c.scaleUp), func() error {
+		for range c.scaleUp - c.pods {
+			if _, err := addPod(); err != nil {
+				return err
+			}
 		}
+		return nil
+	}); err != nil {
+		return summary{}, err
 	}
-	phase("scaled down")
+	if err := phase("rolling restart", fmt.Sprintf("rolling restart: new pod ready; old one terminating, %v preStop, drained", c.preStop), func() error {
+		for _, old := range fl.Names() {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if _, err := addPod(); err != nil {
+				return err
+			}
+			if err := drainPod(old); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return summary{}, err
+	}
+	if err := phase("scale down", fmt.Sprintf("scale %d -> %d", len(fl.Names()), c.scaleDown), func() error {
+		for names := fl.Names(); len(names) > c.scaleDown && ctx.Err() == nil; names = fl.Names() {
+			if err := drainPod(names[0]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return summary{}, err
+	}
 
 	stopLoad()
 	wg.Wait()
@@ -404,15 +441,11 @@ func run(ctx context.Context, c config, out io.Writer) (summary, error) {
 		say("== interrupted: cleaning up")
 		return summary{}, ctx.Err()
 	}
-	s := summary{ok: ok.Load(), failed: failed.Load(), perPod: perPod}
-	say("== summary: %d calls sent, %d failed", s.ok+s.failed, s.failed)
-	names := make([]string, 0, len(perPod))
-	for n := range perPod {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		say("   %-10s %6d calls  %5.1f%%", n, perPod[n], 100*float64(perPod[n])/float64(max(s.ok, 1)))
+	final := calls.snapshot()
+	s := summary{ok: final.ok, failed: final.failed, perPod: final.perPod}
+	say("== summary: %d calls sent, %d failed, %d pods served", s.ok+s.failed, s.failed, len(s.perPod))
+	for _, line := range summaryLines(phases) {
+		say("%s", line)
 	}
 	if err, _ := firstErr.Load().(error); err != nil {
 		say("   first failure: %v", err)

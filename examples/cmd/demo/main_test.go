@@ -8,10 +8,12 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/goleak"
 
@@ -48,6 +50,21 @@ func TestDemoRunsWithoutAFailedCall(t *testing.T) {
 	}
 	if s.failed != 0 || s.ok < 500 || len(s.perPod) < 6 {
 		t.Fatalf("summary %+v\n%s", s, text)
+	}
+	// Every line fits 100 columns; the status lines show live pods only
+	// (a pod gone is named once); the summary has a row per phase.
+	for _, line := range strings.Split(text, "\n") {
+		if n := utf8.RuneCountInString(line); n > 100 {
+			t.Errorf("a line of %d columns:\n%s", n, line)
+		}
+	}
+	if strings.Count(text, "gone: 0") != 1 && !strings.Contains(text, "gone: 0,") {
+		t.Errorf("pod greeter-0 is not named gone exactly once:\n%s", text)
+	}
+	for _, row := range []string{"steady ", "scale up ", "rolling restart ", "scale down "} {
+		if !regexp.MustCompile(`(?m)^   ` + row + `\s+\d+\s+0\s+\d+\s+(\d+\.\d\d|-)$`).MatchString(text) {
+			t.Errorf("the summary has no row %q with 0 failed:\n%s", row, text)
+		}
 	}
 	t.Logf("demo: %d calls, %d failed, %d pods served", s.ok+s.failed, s.failed, len(s.perPod))
 }
