@@ -61,8 +61,9 @@ func Example_source() {
 // you hold. Set.Apply already wraps ErrResync when the delta does not fit,
 // so returning its error as it is asks core for the full state.
 type addressBook struct {
-	mu   sync.Mutex
-	held map[core.Target]core.Set
+	mu       sync.Mutex
+	held     map[core.Target]core.Set
+	accepted chan struct{} // a value after each accepted update (for the example)
 }
 
 func (b *addressBook) Accept(ctx context.Context, u core.Update) error {
@@ -77,6 +78,10 @@ func (b *addressBook) Accept(ctx context.Context, u core.Update) error {
 		return err // wraps core.ErrResync
 	}
 	b.held[u.Target] = next
+	select {
+	case b.accepted <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -98,7 +103,7 @@ func Example_sink() {
 	}
 	defer hub.Close()
 
-	book := &addressBook{held: map[core.Target]core.Set{}}
+	book := &addressBook{held: map[core.Target]core.Set{}, accepted: make(chan struct{}, 1)}
 	sub, err := hub.Subscribe("address-book", book, target) // Subscribe: the one way in
 	if err != nil {
 		fmt.Println(err)
@@ -108,7 +113,8 @@ func Example_sink() {
 		fmt.Println(err)
 		return
 	}
-	sub.Close() // waits for the sink's goroutine: what it accepted is in place
+	<-book.accepted // synced at the hub; the sink, in its own goroutine, has taken it
+	sub.Close()
 
 	var lines []string
 	for e := range book.held[target].All() {

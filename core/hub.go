@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -126,6 +127,14 @@ func uniqueTargets(targets []Target) []Target {
 		}
 	}
 	return out
+}
+
+// Targets returns the targets the hub watches now (a lingering one too),
+// sorted.
+func (h *Hub) Targets() []Target {
+	ts := h.feeds.Keys()
+	slices.SortFunc(ts, func(a, b Target) int { return strings.Compare(a.String(), b.String()) })
+	return ts
 }
 
 // State returns the current state of a watched target; false if the target

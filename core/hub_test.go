@@ -961,3 +961,25 @@ func TestPublishStaleIsNeverFresh(t *testing.T) {
 		}
 	})
 }
+
+// Targets lists what the hub watches: a subscription's targets while it
+// lasts, none after (no linger).
+func TestHubTargetsListsWhatIsWatched(t *testing.T) {
+	a, b := core.Target{Name: "a"}, core.Target{Name: "b"}
+	src := coretest.NewStatic(map[core.Target]core.Set{a: {}, b: {}})
+	hub := coretest.Hub(t, src)
+	if got := hub.Targets(); len(got) != 0 {
+		t.Fatalf("before any subscription: %v", got)
+	}
+	sub, err := hub.Subscribe("s", coretest.NewRecorder(), b, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hub.Targets(); len(got) != 2 || got[0] != a || got[1] != b {
+		t.Fatalf("Targets = %v, want [a b]", got)
+	}
+	sub.Close()
+	if got := hub.Targets(); len(got) != 0 {
+		t.Fatalf("after the last subscription closed: %v", got)
+	}
+}

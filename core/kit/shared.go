@@ -143,6 +143,18 @@ func (s *Shared[K, V]) Get(k K) (V, bool) {
 	return it.v, true
 }
 
+// Keys returns the keys that hold a value (lingering ones included), in
+// no order.
+func (s *Shared[K, V]) Keys() []K {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]K, 0, len(s.items))
+	for k := range s.items {
+		out = append(out, k)
+	}
+	return out
+}
+
 // Len returns how many keys hold a value (lingering ones included).
 func (s *Shared[K, V]) Len() int {
 	s.mu.Lock()

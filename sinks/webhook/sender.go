@@ -142,6 +142,7 @@ type Sender struct {
 
 	mu      sync.Mutex
 	pending map[core.Target]time.Time // since when a target's state waits to be delivered (a later attempt is a retry)
+	sending int                       // Accept calls in progress
 	tlsRun  map[core.Target]bool      // the target's failures in a row include a TLS one
 	gone    error
 }
@@ -225,6 +226,26 @@ func (s *Sender) Gone() error {
 func (s *Sender) Close() {
 	s.client.CloseIdleConnections()
 	s.closeOnce.Do(s.m.unregister)
+}
+
+// Drain waits until no delivery is in progress and no target waits for a
+// retry, or ctx ends (its error then). Call it before closing the
+// deliveries on shutdown, so that what is in flight gets through within a
+// bound of your choosing.
+func (s *Sender) Drain(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		idle := s.sending == 0 && len(s.pending) == 0
+		s.mu.Unlock()
+		if idle {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // forget drops what the sender keeps of a target that left: its pending
@@ -313,7 +334,13 @@ func (s *Sender) Accept(ctx context.Context, u core.Update) error {
 	if !retry {
 		s.pending[u.Target] = time.Now()
 	}
+	s.sending++
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.sending--
+		s.mu.Unlock()
+	}()
 	if retry {
 		s.m.retries.Inc()
 	}
