@@ -117,8 +117,9 @@ func (e *ConfigError) Error() string {
 func (e *ConfigError) Unwrap() error { return core.ErrInvalid }
 
 type parser struct {
-	path string
-	errs []string
+	path    string
+	errs    []string
+	invalid map[string]bool // "sources.x", "sinks.y": named in the file, in error already
 }
 
 func (p *parser) errorf(line int, key, format string, args ...any) {
@@ -345,6 +346,10 @@ func (p *parser) components(n *yaml.Node, section string, into map[string]*Compo
 			p.errorf(v.Line, path+".type", "required (one of: %s)", strings.Join(types, ", "))
 			continue
 		}
+		if p.invalid == nil {
+			p.invalid = map[string]bool{}
+		}
+		p.invalid[path] = true // until it decodes and validates
 		newConfig, validate, ok := lookup(typ)
 		if !ok {
 			p.errorf(v.Line, path+".type", "%q: no such type in this distribution (it has: %s)", typ, strings.Join(types, ", "))
@@ -363,6 +368,7 @@ func (p *parser) components(n *yaml.Node, section string, into map[string]*Compo
 			continue
 		}
 		key, _ := json.Marshal(cfg)
+		delete(p.invalid, path)
 		into[k.Value] = &Component{Name: k.Value, Type: typ, Config: cfg, key: typ + " " + string(key), line: k.Line}
 	}
 }
@@ -448,7 +454,7 @@ func (p *parser) pipelines(root *yaml.Node, cfg *Config, f Factories) {
 		pl := &cfg.Pipelines[i]
 		path := fmt.Sprintf("pipelines[%d]", i)
 		src, ok := cfg.Sources[pl.Source]
-		if !ok {
+		if !ok && !p.invalid["sources."+pl.Source] {
 			p.errorf(field(i, "source").Line, path+".source", "%q: no such source (sources: %s)", pl.Source, strings.Join(names(cfg.Sources), ", "))
 		}
 		if len(pl.Sinks) == 0 {
@@ -459,6 +465,9 @@ func (p *parser) pipelines(root *yaml.Node, cfg *Config, f Factories) {
 			line := field(i, "sinks").Line
 			if n := field(i, "sinks"); n.Kind == yaml.SequenceNode && j < len(n.Content) {
 				line = n.Content[j].Line
+			}
+			if !ok && p.invalid["sinks."+s] {
+				continue // its own error says why
 			}
 			if !ok {
 				p.errorf(line, fmt.Sprintf("%s.sinks[%d]", path, j), "%q: no such sink (sinks: %s)", s, strings.Join(names(cfg.Sinks), ", "))

@@ -10,43 +10,13 @@
 // <dir>/broken makes every target fail (unavailable) until it goes.
 'use strict';
 
-const crypto = require('crypto');
 const fs = require('fs');
-const os = require('os');
 const path = require('path');
-const { execFileSync } = require('child_process');
-const grpc = require('@grpc/grpc-js');
-const loader = require('@grpc/proto-loader');
+const kit = require('../node-kit/kit.js')(require('@grpc/grpc-js'), require('@grpc/proto-loader'));
 
-// go-plugin's handshake: the cookie the disco host sets (plugin.Handshake).
-const COOKIE_KEY = 'DISCO_PLUGIN';
-const COOKIE_VALUE = 'disco-plugin-v1-6f1d2c8e';
-const CORE_PROTOCOL = 1; // go-plugin's own protocol version
-const APP_PROTOCOL = 2; // plugin.ProtocolVersion
-
-// log writes an hclog JSON line on stderr: the host logs it through its
-// own logger at the same level.
-function log(level, message, fields) {
-  const ts = new Date().toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
-  process.stderr.write(JSON.stringify({ '@level': level, '@message': message, '@timestamp': ts, ...fields }) + '\n');
-}
-
-if (process.env[COOKIE_KEY] !== COOKIE_VALUE) {
-  console.error('This is a disco plugin: a disco host runs it (plugin.NewSource), not you.');
-  process.exit(1);
-}
-const dir = process.argv[2];
-if (!dir) {
-  console.error('usage: node-json-source <directory>');
-  process.exit(2);
-}
-
-const load = (file, dirs) =>
-  grpc.loadPackageDefinition(loader.loadSync(file, { includeDirs: dirs, enums: String, longs: String, defaults: true }));
-const protoDir = process.env.DISCO_PLUGIN_PROTO || path.join(__dirname, '..', '..', '..', 'core', 'plugin', 'proto');
-const disco = load('disco/plugin/v2/plugin.proto', [protoDir]).disco.plugin.v2;
-const health = load('health.proto', [__dirname]).grpc.health.v1;
-const controller = load('controller.proto', [__dirname]).plugin;
+const { log } = kit;
+const [dir] = kit.start('node-json-source <directory>');
+const disco = kit.disco();
 
 // endpointsOf reads a target's file: a Map of id to endpoint, or null if
 // the file cannot be used now.
@@ -116,43 +86,4 @@ function watch(call) {
   });
 }
 
-// AutoMTLS: the host's certificate comes in PLUGIN_CLIENT_CERT; the plugin
-// answers with a certificate of its own (for "localhost") in the handshake.
-function credentials() {
-  const clientCert = process.env.PLUGIN_CLIENT_CERT;
-  if (!clientCert) return { creds: grpc.ServerCredentials.createInsecure(), cert: '' };
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'disco-node-plugin-'));
-  const key = path.join(tmp, 'key.pem');
-  const crt = path.join(tmp, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', key, '-out', crt], { stdio: 'ignore' });
-  const keyPem = fs.readFileSync(key);
-  const crtPem = fs.readFileSync(crt);
-  fs.rmSync(tmp, { recursive: true, force: true });
-  const der = new crypto.X509Certificate(crtPem).raw.toString('base64').replace(/=+$/, '');
-  return { creds: grpc.ServerCredentials.createSsl(Buffer.from(clientCert), [{ private_key: keyPem, cert_chain: crtPem }], true), cert: der };
-}
-
-// No 4 MiB cap on what the host sends (go-plugin raises it on its side too).
-const server = new grpc.Server({ 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 });
-server.addService(disco.SourceService.service, { watch });
-server.addService(health.Health.service, { check: (call, cb) => cb(null, { status: 'SERVING' }) });
-server.addService(controller.GRPCController.service, {
-  shutdown: (call, cb) => {
-    cb(null, {});
-    setTimeout(() => process.exit(0), 10);
-  },
-});
-const { creds, cert } = credentials();
-server.bindAsync('127.0.0.1:0', creds, (err, port) => {
-  if (err) {
-    console.error(err);
-    process.exit(1);
-  }
-  process.stdout.write(`${CORE_PROTOCOL}|${APP_PROTOCOL}|tcp|127.0.0.1:${port}|grpc|${cert}\n`);
-});
-// The host is gone (killed): stdin closes or the parent changes.
-const parent = process.ppid;
-setInterval(() => {
-  if (process.ppid !== parent) process.exit(2);
-}, 200).unref();
+kit.serve(disco.SourceService.service, { watch });
