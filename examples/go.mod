@@ -20,6 +20,7 @@ require (
 )
 
 require (
+	github.com/chromedp/chromedp v0.23.1
 	github.com/disco-lb/disco/sources/kubernetes/kubetest v0.3.0
 	github.com/envoyproxy/go-control-plane v0.14.0
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
@@ -36,12 +37,14 @@ require (
 require (
 	cel.dev/expr v0.25.3 // indirect
 	cloud.google.com/go/compute/metadata v0.9.0 // indirect
+	github.com/chromedp/cdproto v0.160.1 // indirect
 	github.com/cncf/xds/go v0.0.0-20260202195803-dba9d589def2 // indirect
 	github.com/envoyproxy/go-control-plane/ratelimit v0.1.0 // indirect
 	github.com/envoyproxy/protoc-gen-validate v1.3.3 // indirect
 	github.com/fatih/color v1.13.0 // indirect
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
 	github.com/go-jose/go-jose/v4 v4.1.4 // indirect
+	github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect
 	github.com/hashicorp/go-plugin v1.8.0 // indirect
@@ -60,6 +63,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
+	github.com/disco-lb/disco/core/agent v0.3.0
 	github.com/disco-lb/disco/core/plugin v0.3.0
 	github.com/disco-lb/disco/sinks/webhook v0.3.0
 	github.com/disco-lb/disco/sinks/xds v0.3.0
@@ -116,3 +120,5 @@ replace github.com/disco-lb/disco/sinks/webhook => ../sinks/webhook
 replace github.com/disco-lb/disco/core/plugin => ../core/plugin
 
 replace github.com/disco-lb/disco/sinks/xds => ../sinks/xds
+
+replace github.com/disco-lb/disco/core/agent => ../core/agent

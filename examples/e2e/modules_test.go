@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ import (
 )
 
 // The product modules, as a user imports them.
-var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool", "sinks/webhook", "sinks/xds"}
+var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool", "sinks/webhook", "sinks/xds", "core/agent"}
 
 const repoModule = "github.com/disco-lb/disco"
 
@@ -271,6 +272,38 @@ func TestModulesWorkOutsideTheRepository(t *testing.T) {
 			t.Fatalf("the assignment of greeter: %q, want 10.0.0.1:50051", got)
 		}
 		t.Logf("core + file + xds: %d modules, binary %.1f MB", len(mods), float64(size)/1e6)
+	})
+
+	t.Run("a minimal agent distribution: the file source and the xDS sink", func(t *testing.T) {
+		c := newConsumer(t, proxy, "minidisco", miniDistributionMain)
+		mods, bin, size := c.build(version, "core", "core/agent", "sources/file", "sinks/xds")
+		for _, unwanted := range []string{"k8s.io/", "github.com/hashicorp/", repoModule + "/sources/kubernetes", repoModule + "/sources/dns", repoModule + "/sinks/webhook", repoModule + "/core/plugin"} {
+			if k := holds(mods, unwanted); len(k) > 0 {
+				t.Fatalf("the minimal distribution has %v in its module graph", k)
+			}
+		}
+		if out := c.run(bin, "version"); !strings.Contains(out, "sources: file\nsinks: xds") {
+			t.Fatalf("version: %q", out)
+		}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "greeter.yaml"), []byte("targets:\n  - target: greeter\n    endpoints: [10.0.0.1:50051]\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		xdsAddr, httpAddr := freePort(t), freePort(t)
+		config := filepath.Join(t.TempDir(), "disco.yaml")
+		if err := os.WriteFile(config, []byte(fmt.Sprintf("http: {listen: %q}\nsources:\n  files: {type: file, path: %q}\nsinks:\n  xds: {type: xds, listen: %q}\npipelines:\n  - {source: files, sinks: [xds]}\n", httpAddr, dir, xdsAddr)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		agent := runAgent(t, bin, config, httpAddr)
+		agent.waitReady()
+		if got := rawAssignment(t, xdsAddr, "greeter"); got != "10.0.0.1:50051" {
+			t.Fatalf("the minimal agent serves greeter as %q", got)
+		}
+		_ = agent.cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-agent.exited; err != nil {
+			t.Fatalf("SIGTERM: %v", err)
+		}
+		t.Logf("minimal agent (core/agent + file + xds): %d modules, binary %.1f MB", len(mods), float64(size)/1e6)
 	})
 
 	t.Run("the README's example against a real API server", func(t *testing.T) {
@@ -711,3 +744,21 @@ func rawAssignment(t *testing.T, addr, name string) string {
 		}
 	}
 }
+
+// miniDistributionMain: a distribution of the agent with two factories.
+const miniDistributionMain = `package main
+
+import (
+	"os"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/agent"
+	"github.com/disco-lb/disco/sinks/xds"
+	"github.com/disco-lb/disco/sources/file"
+)
+
+func main() {
+	f := agent.Factories{Sources: []core.SourceFactory{file.Factory()}, Sinks: []core.SinkFactory{xds.Factory()}}
+	os.Exit(agent.Main(os.Args[1:], f, "mini", os.Stdout, os.Stderr))
+}
+`
