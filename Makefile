@@ -10,7 +10,7 @@ BENCHFLAGS ?= -run '^$$' -bench . -benchmem
 # Every Go file, tracked or not yet, except generated protobuf code.
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -name '*.pb.go')
 
-.PHONY: plugin-example plugin-example-node webhook-example generate generate-check proto-check api-check all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
+.PHONY: agent plugin-example plugin-example-node webhook-example generate generate-check proto-check api-check all test lint vet fmt modules-check deps-align version tags tidy tidy-check bench demo ci help k8s-bins
 
 all: lint test
 
@@ -19,6 +19,7 @@ help:
 	@echo "make test           race tests of every module ($(words $(MODULES)) modules); builds k8s-bins first"
 	@echo "make plugin-example  a source and a sink plugin run by a host, greeters on loopback"
 	@echo "make plugin-example-node  the same with the Node.js source plugin (node, npm, openssl)"
+	@echo "make agent          the disco agent with core/agent/cmd/disco/example/disco.yaml (status page on :9102)"
 	@echo "make webhook-example a webhook sender and receiver on loopback, three deliveries"
 	@echo "make k8s-bins       build kube-apiserver, etcd, kubectl (pinned in .ci/k8s) into $(CACHE)"
 	@echo "make lint           gofmt, go vet and staticcheck (pinned in .ci/tools/go.mod)"
@@ -144,6 +145,9 @@ plugin-example:
 
 plugin-example-node:
 	@cd examples && go run ./cmd/plugin-host -example -example-source node
+
+agent:
+	@cd core/agent/cmd/disco && go run . run -config example/disco.yaml
 
 webhook-example:
 	@cd examples && go run ./cmd/webhook-sender -example

@@ -23,6 +23,7 @@ var imports = map[string]string{
 	"route":        "github.com/disco-lb/disco/core/route",
 	"kit":          "github.com/disco-lb/disco/core/kit",
 	"plugin":       "github.com/disco-lb/disco/core/plugin",
+	"agent":        "github.com/disco-lb/disco/core/agent",
 	"grpcresolver": "github.com/disco-lb/disco/sinks/grpcresolver",
 	"connpool":     "github.com/disco-lb/disco/sinks/connpool",
 	"webhook":      "github.com/disco-lb/disco/sinks/webhook",

@@ -27,7 +27,7 @@ import (
 // from a config file, against a real API server and pods.
 
 // buildDisco builds the default distribution once per test.
-func buildDisco(t *testing.T) string {
+func buildDisco(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "disco")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
@@ -39,7 +39,7 @@ func buildDisco(t *testing.T) string {
 }
 
 // freePort returns a loopback address nothing listens on now.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -51,14 +51,14 @@ func freePort(t *testing.T) string {
 
 // agentProcess is disco run.
 type agentProcess struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	http   string
 	log    *tailBuffer
 	exited chan error
 }
 
-func runAgent(t *testing.T, bin, config, httpAddr string, env ...string) *agentProcess {
+func runAgent(t testing.TB, bin, config, httpAddr string, env ...string) *agentProcess {
 	t.Helper()
 	p := &agentProcess{t: t, cmd: exec.Command(bin, "run", "-config", config), http: httpAddr, log: &tailBuffer{max: 1 << 20}, exited: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
@@ -136,7 +136,7 @@ type receiver struct {
 	done    atomic.Int64 // deliveries answered
 }
 
-func newReceiver(t *testing.T, secret string) *receiver {
+func newReceiver(t testing.TB, secret string) *receiver {
 	r := &receiver{}
 	r.use(t, secret)
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -151,7 +151,7 @@ func newReceiver(t *testing.T, secret string) *receiver {
 	return r
 }
 
-func (r *receiver) use(t *testing.T, secret string) {
+func (r *receiver) use(t testing.TB, secret string) {
 	rec, err := webhook.NewReceiver(func(_ context.Context, u core.Update) error {
 		r.mu.Lock()
 		r.got = append(r.got, u)
@@ -232,6 +232,15 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *agentProcess) stop() {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-p.exited; err != nil {
+		p.t.Fatalf("the agent exited with %v after SIGTERM", err)
+	}
 }
 
 // waitUntil polls cond every 20 ms for up to d.

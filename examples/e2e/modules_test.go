@@ -32,7 +32,7 @@ var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sour
 const repoModule = "github.com/disco-lb/disco"
 
 // repoRoot is the repository's root, two levels above this package.
-func repoRoot(t *testing.T) string {
+func repoRoot(t testing.TB) string {
 	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {

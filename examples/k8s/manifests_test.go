@@ -122,7 +122,8 @@ func TestAgentManifestsPassServerSideDryRun(t *testing.T) {
 	}
 }
 
-// defaultDistribution is core/agent/cmd/disco's factories.
+// defaultDistribution is core/agent/cmd/disco's factories (a main package
+// cannot be imported; its own test checks its version line).
 func defaultDistribution() agent.Factories {
 	return agent.Factories{
 		Sources: []core.SourceFactory{kubernetes.Factory(), dns.Factory(), file.Factory(), plugin.SourceFactory()},

@@ -27,6 +27,11 @@ type Config struct {
 	// ServiceRecheck: how often the Service is looked up again when it
 	// may only be read with get (default 10s; WithServiceRecheck).
 	ServiceRecheck time.Duration `yaml:"service_recheck"`
+	// QPS and Burst throttle the source's requests to the API server
+	// (default: no client-side throttling; the API server's priority and
+	// fairness paces it).
+	QPS   float32 `yaml:"qps"`
+	Burst int     `yaml:"burst"`
 }
 
 // Factory returns the source's factory (core.SourceFactory), for hosts
@@ -65,6 +70,9 @@ func (factory) options(cfg any) (*Config, []Option, error) {
 	if c.ServiceRecheck != 0 {
 		add("service_recheck", WithServiceRecheck(c.ServiceRecheck))
 	}
+	if c.QPS < 0 || c.Burst < 0 || (c.Burst > 0 && c.QPS == 0) {
+		errs = append(errs, fmt.Errorf("qps, burst: %v, %d: want qps > 0 with burst >= 1, or neither", c.QPS, c.Burst))
+	}
 	if len(errs) > 0 {
 		return c, nil, fmt.Errorf("%w: %w", errors.Join(errs...), core.ErrInvalid)
 	}
@@ -102,6 +110,9 @@ func (f factory) NewSource(env core.Env, cfg any) (core.Source, error) {
 	rc, ns, err := LoadConfig(c.Kubeconfig)
 	if err != nil {
 		return nil, err
+	}
+	if c.QPS > 0 {
+		rc.QPS, rc.Burst = c.QPS, max(c.Burst, 1)
 	}
 	opts = append([]Option{WithNamespace(ns), WithLogger(env.Log)}, opts...) // the config's namespace wins
 	if reg, ok := env.Registerer.(prometheus.Registerer); ok && reg != nil {

@@ -151,6 +151,13 @@ func New(cfg *rest.Config, opts ...Option) (*Source, error) {
 		return nil, fmt.Errorf("kubernetes: New needs a config (LoadConfig finds one): %w", core.ErrInvalid)
 	}
 	c := rest.CopyConfig(cfg)
+	if c.QPS == 0 && c.RateLimiter == nil {
+		// client-go's default, 5 requests a second, makes a source that
+		// starts many watches (an agent with 1,000 targets: 4,000 list and
+		// watch calls) take minutes. The API server's priority and fairness
+		// paces clients; set cfg.QPS (and Burst) to throttle here too.
+		c.QPS = -1
+	}
 	c.ContentType = "application/vnd.kubernetes.protobuf"
 	c.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	if c.UserAgent == "" {

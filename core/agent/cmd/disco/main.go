@@ -35,9 +35,14 @@ func main() {
 			version = bi.Main.Version
 		}
 	}
-	f := agent.Factories{
+	os.Exit(agent.Main(os.Args[1:], factories(), version, os.Stdout, os.Stderr))
+}
+
+// factories are the types this distribution includes: every source and
+// sink of disco.
+func factories() agent.Factories {
+	return agent.Factories{
 		Sources: []core.SourceFactory{kubernetes.Factory(), dns.Factory(), file.Factory(), plugin.SourceFactory()},
 		Sinks:   []core.SinkFactory{xds.Factory(), webhook.Factory(), plugin.SinkFactory()},
 	}
-	os.Exit(agent.Main(os.Args[1:], f, version, os.Stdout, os.Stderr))
 }
