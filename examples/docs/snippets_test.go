@@ -30,6 +30,7 @@ var imports = map[string]string{
 	"xds":          "github.com/disco-lb/disco/sinks/xds",
 	"kubernetes":   "github.com/disco-lb/disco/sources/kubernetes",
 	"dns":          "github.com/disco-lb/disco/sources/dns",
+	"etcd":         "github.com/disco-lb/disco/sources/etcd",
 	"file":         "github.com/disco-lb/disco/sources/file",
 	"kubetest":     "github.com/disco-lb/disco/sources/kubernetes/kubetest",
 	"podnet":       "github.com/disco-lb/disco/sources/kubernetes/kubetest/podnet",
@@ -58,6 +59,7 @@ var imports = map[string]string{
 const given = `
 var (
 	creds, serverCreds credentials.TransportCredentials
+	tlsConfig          *tls.Config
 	ctx                context.Context
 	cfg                *rest.Config
 	ns, zone           string
@@ -146,7 +148,7 @@ var (
 // declarations at file level and statements in a function, each with a
 // //line directive so that errors name the README's own lines.
 func source(name string, s snippet) string {
-	need := map[string]bool{"context": true, "credentials": true, "rest": true, "core": true, "zap": true,
+	need := map[string]bool{"context": true, "credentials": true, "tls": true, "rest": true, "core": true, "zap": true,
 		"prometheus": true, "grpcresolver": true, "testing": true, "rbacv1": true, "coretest": true}
 	var own []string
 	var decls, stmts strings.Builder

@@ -27,7 +27,7 @@ import (
 )
 
 // The product modules, as a user imports them.
-var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool", "sinks/webhook", "sinks/xds", "core/agent"}
+var productModules = []string{"core", "sources/kubernetes", "sources/dns", "sources/file", "sinks/grpcresolver", "sinks/connpool", "sinks/webhook", "sinks/xds", "core/agent", "sources/etcd"}
 
 const repoModule = "github.com/disco-lb/disco"
 
@@ -272,6 +272,21 @@ func TestModulesWorkOutsideTheRepository(t *testing.T) {
 			t.Fatalf("the assignment of greeter: %q, want 10.0.0.1:50051", got)
 		}
 		t.Logf("core + file + xds: %d modules, binary %.1f MB", len(mods), float64(size)/1e6)
+	})
+
+	t.Run("core and the etcd source", func(t *testing.T) {
+		c := newConsumer(t, proxy, "etcdonly", etcdMain)
+		mods, bin, size := c.build(version, "core", "sources/etcd")
+		// (etcd's client brings Prometheus' client into the module graph.)
+		for _, unwanted := range []string{"k8s.io/", repoModule + "/sinks", repoModule + "/sources/kubernetes"} {
+			if k := holds(mods, unwanted); len(k) > 0 {
+				t.Fatalf("core + etcd has %v in its module graph", k)
+			}
+		}
+		if out := c.run(bin); !strings.Contains(out, "target: greeter") {
+			t.Fatalf("the program printed %q", out)
+		}
+		t.Logf("core + etcd: %d modules, binary %.1f MB", len(mods), float64(size)/1e6)
 	})
 
 	t.Run("a minimal agent distribution: the file source and the xDS sink", func(t *testing.T) {
@@ -760,5 +775,35 @@ import (
 func main() {
 	f := agent.Factories{Sources: []core.SourceFactory{file.Factory()}, Sinks: []core.SinkFactory{xds.Factory()}}
 	os.Exit(agent.Main(os.Args[1:], f, "mini", os.Stdout, os.Stderr))
+}
+`
+
+// etcdMain: core and the etcd source (no etcd needed to parse a target).
+const etcdMain = `package main
+
+import (
+	"fmt"
+	"log"
+
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/sources/etcd"
+)
+
+func main() {
+	src, err := etcd.New([]string{"127.0.0.1:1"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer src.Close()
+	t, err := src.Target("etcd:///greeter")
+	if err != nil {
+		log.Fatal(err)
+	}
+	hub, err := core.NewHub(src)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer hub.Close()
+	fmt.Println("target:", t.Name)
 }
 `

@@ -27,6 +27,7 @@ import (
 	"github.com/disco-lb/disco/sinks/webhook"
 	"github.com/disco-lb/disco/sinks/xds"
 	"github.com/disco-lb/disco/sources/dns"
+	"github.com/disco-lb/disco/sources/etcd"
 	"github.com/disco-lb/disco/sources/file"
 	"github.com/disco-lb/disco/sources/kubernetes"
 	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
@@ -126,7 +127,7 @@ func TestAgentManifestsPassServerSideDryRun(t *testing.T) {
 // cannot be imported; its own test checks its version line).
 func defaultDistribution() agent.Factories {
 	return agent.Factories{
-		Sources: []core.SourceFactory{kubernetes.Factory(), dns.Factory(), file.Factory(), plugin.SourceFactory()},
+		Sources: []core.SourceFactory{kubernetes.Factory(), dns.Factory(), file.Factory(), etcd.Factory(), plugin.SourceFactory()},
 		Sinks:   []core.SinkFactory{xds.Factory(), webhook.Factory(), plugin.SinkFactory()},
 	}
 }

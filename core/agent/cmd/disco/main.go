@@ -20,6 +20,7 @@ import (
 	"github.com/disco-lb/disco/sinks/webhook"
 	"github.com/disco-lb/disco/sinks/xds"
 	"github.com/disco-lb/disco/sources/dns"
+	"github.com/disco-lb/disco/sources/etcd"
 	"github.com/disco-lb/disco/sources/file"
 	"github.com/disco-lb/disco/sources/kubernetes"
 )
@@ -42,7 +43,7 @@ func main() {
 // sink of disco.
 func factories() agent.Factories {
 	return agent.Factories{
-		Sources: []core.SourceFactory{kubernetes.Factory(), dns.Factory(), file.Factory(), plugin.SourceFactory()},
+		Sources: []core.SourceFactory{kubernetes.Factory(), dns.Factory(), file.Factory(), etcd.Factory(), plugin.SourceFactory()},
 		Sinks:   []core.SinkFactory{xds.Factory(), webhook.Factory(), plugin.SinkFactory()},
 	}
 }

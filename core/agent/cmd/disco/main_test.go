@@ -21,7 +21,7 @@ func TestExampleConfigAndVersion(t *testing.T) {
 	}
 	out.Reset()
 	agent.Main([]string{"version"}, f, "test", &out, &errOut)
-	if got := out.String(); got != "disco test\nsources: dns, file, kubernetes, plugin\nsinks: plugin, webhook, xds\n" {
+	if got := out.String(); got != "disco test\nsources: dns, etcd, file, kubernetes, plugin\nsinks: plugin, webhook, xds\n" {
 		t.Fatalf("version: %q", got)
 	}
 	if code := agent.Main([]string{"nonsense"}, f, "test", &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "usage: disco run") {
