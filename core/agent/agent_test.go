@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -425,5 +426,47 @@ pipelines:
 	}
 	if _, body := get("/"); !strings.Contains(body, `id="reload-error"`) || !strings.Contains(body, "n: 300") {
 		t.Fatalf("the status page does not show the failed reload:\n%s", body)
+	}
+}
+
+// SIGHUP reloads (the file is not polled here: an hour apart).
+func TestSIGHUPReloads(t *testing.T) {
+	f, _, rf := factories()
+	path := filepath.Join(t.TempDir(), "disco.yaml")
+	base := `reload: {interval: 1h}
+http: {listen: 127.0.0.1:0}
+sources:
+  s1: {type: static, targets: [a, b]}
+sinks:
+  r1: {type: record}
+pipelines:
+  - {source: s1, targets: [a], sinks: [r1]}
+`
+	writeConfig(t, path, base)
+	a, err := New(path, f, zap.NewNop(), zap.NewAtomicLevel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(5 * time.Second); rf.attached("r1/a") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not started")
+		}
+	}
+	writeConfig(t, path, strings.Replace(base, "targets: [a], sinks", "targets: [a, b], sinks", 1))
+	time.Sleep(50 * time.Millisecond)
+	if rf.attached("r1/b") != 0 {
+		t.Fatal("applied before the signal")
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); rf.attached("r1/b") == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload")
+		}
 	}
 }

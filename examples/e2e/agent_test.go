@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/sinks/webhook"
 )
@@ -345,6 +347,11 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatalf("disco version: %v %s", err, out)
 	}
 	writeBootstrap(t, bs, xdsAddr)
+	// The gRPC health service on the xDS port.
+	hcc := dial(t, xdsAddr)
+	if hr, err := healthpb.NewHealthClient(hcc).Check(ctxFor(t, 10*time.Second), &healthpb.HealthCheckRequest{}); err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health on the xDS port: %v %v", hr, err)
+	}
 	client := startXDSClient(t, "go", bs, xdsTarget("go"))
 	client.waitServing(names...)
 	client.load(4)
@@ -435,6 +442,19 @@ func TestAgentEndToEnd(t *testing.T) {
 	})
 	if !strings.Contains(agent.log.String(), `"msg":"agent: source stopped","source":"files"`) {
 		t.Fatal("no log line for the removed source")
+	}
+
+	// No secret anywhere a user looks: the logs, the status page, its JSON,
+	// the metrics.
+	pages := agent.log.String()
+	for _, p := range []string{"/", "/api/targets", "/metrics", "/readyz"} {
+		_, body := agent.get(p)
+		pages += body
+	}
+	for _, secret := range []string{secretA.Text(), secretB.Text(), strings.TrimPrefix(secretA.Text(), "whsec_")} {
+		if strings.Contains(pages, secret) {
+			t.Fatal("a webhook secret shows in the logs or a page")
+		}
 	}
 
 	// SIGTERM with a delivery in flight: the receiver takes 2 s; the agent
