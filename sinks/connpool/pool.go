@@ -72,6 +72,8 @@ type config struct {
 	perEP      int
 	locality   route.Locality
 	drain      time.Duration
+	subset     int
+	seed       string
 }
 
 // WithUsable makes picks prefer connections for which usable reports true
@@ -101,6 +103,27 @@ func WithConnsPerEndpoint(n int) Option {
 // otherwise every zone.
 func WithZone(zone string, minReady int) Option {
 	return kit.Checked(kit.Between("WithZone", minReady, 1, 1_000_000), func(c *config) { c.locality = route.Locality{Zone: zone, MinLocal: minReady} })
+}
+
+// WithSubset keeps connections to only k (1 to 100,000) of each target's
+// routable endpoints (ready ones; serving-and-terminating ones while none
+// is), chosen by route.Rendezvous with seed: a client of a 1,000-pod
+// service keeps k connections, not 1,000. An endpoint that goes, or stops
+// being routable, is replaced by one other; the rest stay. The seed should
+// be unique per client and stable (the pod name), so that many clients
+// spread over the backends and a restarted client keeps its subset; ""
+// is a random seed per pool (as gRFC A68's random subsetting). Clients
+// that cannot see each other spread only about evenly: with 300 clients of
+// 10 over 300 backends, from 0.3 to 2 times the mean per backend (see
+// BENCHMARKS.md); the xDS server's subsets (sinks/xds WithSubsetSize) are
+// even.
+func WithSubset(k int, seed string) Option {
+	return kit.Checked(kit.Between("WithSubset", k, 1, 100_000), func(c *config) {
+		c.subset, c.seed = k, seed
+		if seed == "" {
+			c.seed = fmt.Sprintf("%016x", rand.Uint64())
+		}
+	})
 }
 
 // WithDrainTimeout bounds how long a removed endpoint's connection stays
@@ -477,7 +500,9 @@ func (p *Pool[C]) Accept(ctx context.Context, u core.Update) error {
 		eps = map[string]*endpointState[C]{}
 		p.targets[u.Target] = eps
 	}
-	if u.BaseSeq == 0 {
+	if p.cfg.subset > 0 {
+		closeNow = p.subsetLocked(eps, u.State.Endpoints, closeNow)
+	} else if u.BaseSeq == 0 {
 		for id := range eps {
 			if _, ok := u.State.Endpoints.Get(id); !ok {
 				closeNow = p.removeLocked(eps, id, closeNow)
@@ -501,6 +526,30 @@ func (p *Pool[C]) Accept(ctx context.Context, u core.Update) error {
 		delete(p.targets, u.Target)
 	}
 	return nil
+}
+
+// subsetLocked makes eps the pool's subset of set's routable endpoints.
+func (p *Pool[C]) subsetLocked(eps map[string]*endpointState[C], set core.Set, closeNow []*member[C]) []*member[C] {
+	routable := route.Routable(set)
+	ids := make([]string, len(routable))
+	byID := make(map[string]*core.Endpoint, len(routable))
+	for i, e := range routable {
+		ids[i], byID[e.ID] = e.ID, e
+	}
+	keep := route.Rendezvous(p.cfg.seed, ids, p.cfg.subset)
+	kept := make(map[string]bool, len(keep))
+	for _, id := range keep {
+		kept[id] = true
+	}
+	for id := range eps {
+		if !kept[id] {
+			closeNow = p.removeLocked(eps, id, closeNow)
+		}
+	}
+	for _, id := range keep {
+		closeNow = p.putLocked(eps, byID[id], closeNow)
+	}
+	return closeNow
 }
 
 // putLocked adds e, or updates the endpoint with its ID: a new address or

@@ -3,6 +3,7 @@ package grpcresolver
 import (
 	"context"
 	"encoding/json"
+	"google.golang.org/grpc/balancer/randomsubsetting"
 	"time"
 
 	"google.golang.org/grpc"
@@ -66,6 +67,24 @@ func UnaryRetry(r Retry) grpc.UnaryClientInterceptor {
 // LeastRequest is the load-balancing config of disco's least-request
 // policy (power of two choices on calls in flight; see LeastRequestName).
 var LeastRequest = map[string]any{LeastRequestName: map[string]any{}}
+
+// RandomSubsetting returns the load-balancing config of grpc-go's random
+// subsetting (gRFC A68; experimental in grpc-go, registered by this
+// package): each ClientConn connects to k of the target's endpoints,
+// chosen by a rendezvous hash with a random seed of its own, and balances
+// over them with child (LeastRequest, say, or {"round_robin":{}}). An
+// endpoint that goes is replaced by one other. Clients that cannot see
+// each other spread only about evenly over the backends (see
+// BENCHMARKS.md); connpool.WithSubset is the pool's equivalent, and the
+// xDS server's subsets (sinks/xds WithSubsetSize) are even. Pass it to
+// ServiceConfig:
+//
+//	grpc.WithDefaultServiceConfig(grpcresolver.ServiceConfig(
+//		grpcresolver.RandomSubsetting(20, grpcresolver.LeastRequest)))
+func RandomSubsetting(k int, child map[string]any) map[string]any {
+	RegisterLeastRequest()
+	return map[string]any{randomsubsetting.Name: map[string]any{"subsetSize": k, "childPolicy": []any{child}}}
+}
 
 // ServiceConfig returns a service config JSON that selects the
 // load-balancing config lb (LeastRequest, say, or

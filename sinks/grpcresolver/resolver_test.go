@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -560,4 +561,59 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// grpc-go's random subsetting (gRFC A68) over disco's resolver: a
+// ClientConn of a 10-endpoint target calls exactly 3 of them, and when one
+// of its 3 goes, exactly 3 again.
+func TestRandomSubsettingOverTheResolver(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	var eps []*core.Endpoint
+	for i := range 10 {
+		s, addr := loopbackServer(t, fmt.Sprint("s", i))
+		eps = append(eps, endpointAt(s.Name, addr))
+	}
+	target := core.Target{Name: "greeter"}
+	src := coretest.NewStatic(map[core.Target]core.Set{target: coretest.Set(t, eps...)})
+	b := staticBuilder(t, src)
+	client := testgrpc.NewTestServiceClient(dial(t, "static:///greeter", grpc.WithResolvers(b),
+		grpc.WithDefaultServiceConfig(grpcresolver.ServiceConfig(grpcresolver.RandomSubsetting(3, map[string]any{"round_robin": map[string]any{}})))))
+	reached := func(exclude string) map[string]bool {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+			seen := map[string]bool{}
+			for range 60 {
+				r, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen[r.ServerId] = true
+			}
+			if len(seen) > 3 {
+				t.Fatalf("calls reached %v, more than a subset of 3", seen)
+			}
+			if len(seen) == 3 && !seen[exclude] {
+				return seen
+			}
+		}
+		t.Fatal("calls never reached 3 endpoints")
+		return nil
+	}
+	first := reached("")
+	var gone string
+	for s := range first {
+		gone = s
+		break
+	}
+	src.Set(target, coretest.Set(t, slices.DeleteFunc(slices.Clone(eps), func(e *core.Endpoint) bool { return e.ID == gone })...))
+	second := reached(gone)
+	kept := 0
+	for s := range second {
+		if first[s] {
+			kept++
+		}
+	}
+	if kept != 2 {
+		t.Fatalf("subsets %v then %v: want the 2 that stayed kept", first, second)
+	}
 }

@@ -97,7 +97,7 @@ func TestAssignmentMapping(t *testing.T) {
 			Stale: core.Staleness{Since: time.Now(), Kind: core.KindUnavailable, Reason: "API server down"}}, "", "p0 a(1): 10.0.0.1(1)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cla := assignment("greeter.demo:grpc", tc.st, tc.zone)
+			cla := assignment("greeter.demo:grpc", tc.st, tc.zone, nil)
 			if got := render(cla); got != tc.want {
 				t.Fatalf("assignment:\n got %s\nwant %s", got, tc.want)
 			}

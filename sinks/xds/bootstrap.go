@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/disco-lb/disco/core"
 )
@@ -23,6 +24,12 @@ type Bootstrap struct {
 	// "%s?zone=<zone>"): its own zone's endpoints at priority 0, the rest at
 	// priority 1, by core's zone rule (route.Locality).
 	Zone string
+	// Client is this client's own id, unique among the server's clients
+	// (a pod name, from the downward API). Set, the client asks for its
+	// own assignment of every target ("%s?client=<id>" in the template),
+	// which is its subset when the server subsets (WithSubsetSize);
+	// letters, digits and - . _ : only.
+	Client string
 	// TLS, when set, makes the client check the server's certificate
 	// against CAFile and, with CertFile and KeyFile, present its own (mTLS):
 	// channel_creds of type "tls" (gRFC A65: grpc-go 1.61+ and grpc-java;
@@ -66,9 +73,19 @@ func (b Bootstrap) JSON() ([]byte, error) {
 		}},
 		"node": node,
 	}
+	var params []string
 	if b.Zone != "" {
 		locality["zone"] = b.Zone
-		doc["client_default_listener_resource_name_template"] = "%s" + zoneSuffix + b.Zone
+		params = append(params, "zone="+b.Zone)
+	}
+	if b.Client != "" {
+		if strings.Trim(b.Client, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:") != "" {
+			return nil, fmt.Errorf("xds: bootstrap: client id %q: letters, digits and - . _ : only: %w", b.Client, core.ErrInvalid)
+		}
+		params = append(params, "client="+b.Client)
+	}
+	if len(params) > 0 {
+		doc["client_default_listener_resource_name_template"] = "%s?" + strings.Join(params, "&")
 	}
 	return json.MarshalIndent(doc, "", "  ")
 }

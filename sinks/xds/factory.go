@@ -37,7 +37,18 @@ type Config struct {
 	// MaxResourcesPerStream bounds one stream's subscriptions per type
 	// (WithMaxResourcesPerStream; default 1,000).
 	MaxResourcesPerStream int `yaml:"max_resources_per_stream"`
+	// Subsets turns on server-side subsetting (WithSubsetSize) for the
+	// clients that name themselves (a bootstrap with a client id): Size
+	// endpoints each, or the size Targets gives a target (keys in the
+	// source's syntax, "greeter.demo:grpc"); 0 is all of them.
+	Subsets struct {
+		Size    int            `yaml:"size"`
+		Targets map[string]int `yaml:"targets"`
+	} `yaml:"subsets"`
 }
+
+// maxSubset bounds a configured subset size.
+const maxSubset = 100_000
 
 // Factory returns the sink's factory (core.SinkFactory): an xDS server,
 // demand-driven, with the gRPC health service on its port.
@@ -68,6 +79,14 @@ func (factory) check(cfg any) (*Config, error) {
 	if n := c.MaxResourcesPerStream; n != 0 {
 		if err := WithMaxResourcesPerStream(n)(&config{}); err != nil {
 			errs = append(errs, fmt.Errorf("max_resources_per_stream: %v", err))
+		}
+	}
+	if n := c.Subsets.Size; n < 0 || n > maxSubset {
+		errs = append(errs, fmt.Errorf("subsets: size: %d: want 0 (all endpoints) to %d", n, maxSubset))
+	}
+	for t, n := range c.Subsets.Targets {
+		if n < 0 || n > maxSubset {
+			errs = append(errs, fmt.Errorf("subsets: targets: %s: %d: want 0 (all endpoints) to %d", t, n, maxSubset))
 		}
 	}
 	if len(errs) > 0 {
@@ -156,6 +175,22 @@ func (a *attached) Attach(hub *core.Hub, targets ...core.Target) (io.Closer, err
 	}
 	if a.cfg.MaxResourcesPerStream != 0 {
 		opts = append(opts, WithMaxResourcesPerStream(a.cfg.MaxResourcesPerStream))
+	}
+	if sub := a.cfg.Subsets; sub.Size > 0 || len(sub.Targets) > 0 {
+		parse, sizes := defaultParser(hub), map[core.Target]int{}
+		for text, n := range sub.Targets {
+			t, err := parse(text)
+			if err != nil {
+				return nil, fmt.Errorf("xds %s: subsets: targets: %q: %w", a.env.Name, text, err)
+			}
+			sizes[t] = n
+		}
+		opts = append(opts, WithSubsetSize(func(t core.Target) int {
+			if n, ok := sizes[t]; ok {
+				return n
+			}
+			return sub.Size
+		}))
 	}
 	srv, err := New(hub, opts...)
 	if err != nil {

@@ -87,8 +87,9 @@ func cluster(name string) *clusterv3.Cluster {
 //     endpoints' weights (never 0: a client drops a locality of weight 0);
 //   - an endpoint's weight is at least 1; an address already sent is left
 //     out (a duplicate is NACKed); a dual-stack endpoint is one endpoint
-//     with additional addresses.
-func assignment(name string, st core.State, zone string) *endpointv3.ClusterLoadAssignment {
+//     with additional addresses;
+//   - with a subset (keep not nil), only the endpoints it keeps.
+func assignment(name string, st core.State, zone string, keep map[string]bool) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
 	if !st.Synced || (st.Stale.IsStale() && st.Stale.Kind != core.KindUnavailable && st.Endpoints.Len() == 0) {
 		return cla
@@ -105,6 +106,9 @@ func assignment(name string, st core.State, zone string) *endpointv3.ClusterLoad
 	use := ready
 	if len(use) == 0 {
 		use = fallback
+	}
+	if keep != nil {
+		use = slices.DeleteFunc(slices.Clone(use), func(e *core.Endpoint) bool { return !keep[e.ID] })
 	}
 	// Priority levels, lowest first; with a zone, local then the rest.
 	slices.SortStableFunc(use, func(a, b *core.Endpoint) int { return cmp.Compare(a.Priority, b.Priority) })

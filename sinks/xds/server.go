@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -21,9 +22,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/kit"
+	"github.com/disco-lb/disco/core/route"
 )
 
 // Option configures a Server. A value out of range makes New fail with an
@@ -36,6 +39,7 @@ type config struct {
 	reg           prometheus.Registerer
 	maxPerStream  int
 	serverOptions []grpc.ServerOption
+	subsetSize    func(core.Target) int
 }
 
 // WithLogger sets the logger (nil: none).
@@ -59,6 +63,18 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 // more ends that stream with an error saying so, and costs no watch.
 func WithMaxResourcesPerStream(n int) Option {
 	return kit.Checked(kit.Between("WithMaxResourcesPerStream", n, 1, 1_000_000), func(c *config) { c.maxPerStream = n })
+}
+
+// WithSubsetSize turns on server-side subsetting: a client that names
+// itself (a resource name with client=<id>, which Bootstrap{Client: id}
+// asks for) gets size(target) of the target's endpoints, 0 meaning all of
+// them. The subsets are balanced across this server's clients of the
+// target (every endpoint has as many clients as whole numbers allow) and
+// sticky (an added or removed endpoint moves about as many connections
+// as one endpoint has; see route.Subsets). A client that does not name
+// itself gets every endpoint.
+func WithSubsetSize(size func(core.Target) int) Option {
+	return func(c *config) error { c.subsetSize = size; return nil }
 }
 
 // WithServerOptions adds gRPC server options to the server Serve makes:
@@ -121,7 +137,9 @@ type feed struct {
 	mu       sync.Mutex
 	state    core.State
 	has      bool
-	variants map[string]string // EDS name → zone
+	variants map[string]resourceName                      // EDS name → who asks
+	subsets  *route.Subsets                               // nil: no subsetting
+	built    map[string]*endpointv3.ClusterLoadAssignment // a client's variant → its last assignment
 }
 
 // New returns an xDS server for the targets of hub. It starts nothing:
@@ -131,14 +149,7 @@ func New(hub *core.Hub, opts ...Option) (*Server, error) {
 	if hub == nil {
 		return nil, fmt.Errorf("xds: New needs a hub: %w", core.ErrInvalid)
 	}
-	c := config{Common: kit.Common{Log: zap.NewNop()}, maxPerStream: 1000}
-	if ts, ok := hub.Source().(interface {
-		Target(string) (core.Target, error)
-	}); ok {
-		c.parse = ts.Target
-	} else {
-		c.parse = func(text string) (core.Target, error) { return core.ParseTarget(text, core.ServiceSyntax) }
-	}
+	c := config{Common: kit.Common{Log: zap.NewNop()}, maxPerStream: 1000, parse: defaultParser(hub)}
 	if err := kit.Apply(&c, opts...); err != nil {
 		return nil, fmt.Errorf("xds: %w: %w", err, core.ErrInvalid)
 	}
@@ -169,6 +180,18 @@ func New(hub *core.Hub, opts ...Option) (*Server, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.xds = serverv3.NewServer(s.ctx, mux, s.callbacks())
 	return s, nil
+}
+
+// defaultParser reads a target as the hub's source does, if it has a
+// Target method (kubernetes.Source's), else by core.ParseTarget with
+// core.ServiceSyntax.
+func defaultParser(hub *core.Hub) func(string) (core.Target, error) {
+	if ts, ok := hub.Source().(interface {
+		Target(string) (core.Target, error)
+	}); ok {
+		return ts.Target
+	}
+	return func(text string) (core.Target, error) { return core.ParseTarget(text, core.ServiceSyntax) }
 }
 
 // Register registers the aggregated discovery service (state of the world
@@ -400,16 +423,21 @@ func (s *Server) acquireEndpointsLocked(name string) {
 	rn, err := parseName(name, s.cfg.parse)
 	if err != nil {
 		s.log.Warn("xds: a client asks for a resource that names no target; it gets no endpoint", zap.String("name", name), zap.Error(err))
-		s.setAssignment(name, core.State{Synced: true}, "")
+		s.setAssignment(name, core.State{Synced: true}, "", nil)
 		return
 	}
 	f := s.feeds[rn.target]
 	if f == nil {
-		f = &feed{s: s, target: rn.target, variants: map[string]string{}}
+		f = &feed{s: s, target: rn.target, variants: map[string]resourceName{}, built: map[string]*endpointv3.ClusterLoadAssignment{}}
+		if s.cfg.subsetSize != nil {
+			if k := s.cfg.subsetSize(rn.target); k > 0 {
+				f.subsets = route.NewSubsets(k)
+			}
+		}
 		sub, err := s.hub.Subscribe("xds:"+rn.target.String(), f, rn.target)
 		if err != nil {
 			s.log.Error("xds: cannot subscribe to a target; its clients get no endpoint", zap.String("name", name), zap.Error(err))
-			s.setAssignment(name, core.State{Synced: true}, "")
+			s.setAssignment(name, core.State{Synced: true}, "", nil)
 			return
 		}
 		f.sub = sub
@@ -417,10 +445,15 @@ func (s *Server) acquireEndpointsLocked(name string) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.variants[name] = rn.zone
-	if f.has {
-		s.setAssignment(name, f.state, rn.zone)
+	f.variants[name] = rn
+	if !f.has {
+		return
 	}
+	if f.subsets == nil || rn.client == "" {
+		s.setAssignment(name, f.state, rn.zone, nil)
+		return
+	}
+	f.resubsetLocked()
 }
 
 func (s *Server) releaseEndpointsLocked(name string) {
@@ -437,7 +470,11 @@ func (s *Server) releaseEndpointsLocked(name string) {
 	}
 	f.mu.Lock()
 	delete(f.variants, name)
+	delete(f.built, name)
 	last := len(f.variants) == 0
+	if !last && f.has && f.subsets != nil && rn.client != "" {
+		f.resubsetLocked()
+	}
 	f.mu.Unlock()
 	if last {
 		delete(s.feeds, rn.target)
@@ -451,23 +488,65 @@ func (f *feed) Accept(_ context.Context, u core.Update) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.state, f.has = u.State, true
-	for name, zone := range f.variants {
-		f.s.setAssignment(name, u.State, zone)
+	if f.subsets != nil {
+		f.resubsetLocked()
+	}
+	for name, rn := range f.variants {
+		if f.subsets == nil || rn.client == "" {
+			f.s.setAssignment(name, u.State, rn.zone, nil)
+		}
 	}
 	return nil
 }
 
-// setAssignment builds and stores name's assignment; one that fails
-// validation (never expected) is not sent, the last good one stays.
-func (s *Server) setAssignment(name string, st core.State, zone string) {
-	cla := assignment(name, st, zone)
+// resubsetLocked gives every client that names itself its subset of the
+// routable endpoints, and sends the assignments that changed: a change
+// costs the clients it touches, not every client of the target.
+func (f *feed) resubsetLocked() {
+	var clients, backends []string
+	for _, rn := range f.variants {
+		if rn.client != "" {
+			clients = append(clients, rn.client)
+		}
+	}
+	for _, e := range route.Routable(f.state.Endpoints) {
+		backends = append(backends, e.ID)
+	}
+	f.subsets.Assign(clients, backends)
+	for name, rn := range f.variants {
+		if rn.client == "" {
+			continue
+		}
+		keep := map[string]bool{}
+		for _, id := range f.subsets.Of(rn.client) {
+			keep[id] = true
+		}
+		cla := assignment(name, f.state, rn.zone, keep)
+		if last := f.built[name]; last != nil && proto.Equal(last, cla) {
+			continue
+		}
+		if f.s.storeAssignment(name, cla) {
+			f.built[name] = cla
+		}
+	}
+}
+
+// setAssignment builds and stores name's assignment.
+func (s *Server) setAssignment(name string, st core.State, zone string, keep map[string]bool) {
+	s.storeAssignment(name, assignment(name, st, zone, keep))
+}
+
+// storeAssignment stores name's assignment; one that fails validation
+// (never expected) is not sent, the last good one stays.
+func (s *Server) storeAssignment(name string, cla *endpointv3.ClusterLoadAssignment) bool {
 	if err := validate(cla); err != nil {
 		s.m.invalid.Inc()
 		s.log.Error("xds: an assignment failed validation; keeping the last one", zap.String("name", name), zap.Error(err))
-		return
+		return false
 	}
 	s.markUpdated(name)
 	_ = s.caches[resource.EndpointType].UpdateResource(name, cla)
+	return true
 }
 
 func (s *Server) markUpdated(name string) {
