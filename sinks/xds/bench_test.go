@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -60,82 +62,89 @@ type benchUpdate struct {
 
 // benchClients is the clients' main: n raw ADS streams (one connection
 // each, as n client processes would have), each subscribed to the four
-// resources of name, ACKing every response.
+// resources of name, ACKing every response. A stream that ends (the server
+// restarted) is opened again at once and subscribes again, as a client's
+// does: the connection's reconnect backoff is short (50 ms, jitter 20%), so
+// that n clients come back together, the worst case for a server.
 func benchClients(spec string) int {
 	f := strings.Fields(spec)
 	addr, name := f[0], f[2]
 	n, _ := strconv.Atoi(f[1])
 	type tally struct {
-		count       int
+		clients     map[int]bool
 		first, last int64
 		bytes       int
 	}
 	var mu sync.Mutex
 	seen := map[int]*tally{}
 	out := json.NewEncoder(os.Stdout)
-	got := func(k int, size int) {
+	got := func(client, k int, size int) {
 		now := time.Now().UnixNano()
 		mu.Lock()
 		defer mu.Unlock()
 		t := seen[k]
 		if t == nil {
-			t = &tally{first: now, bytes: size}
+			t = &tally{clients: map[int]bool{}, first: now, bytes: size}
 			seen[k] = t
 		}
-		t.count++
+		t.clients[client] = true
 		t.last = now
-		if t.count == n {
+		if len(t.clients) == n {
 			_ = out.Encode(benchUpdate{K: k, First: t.first, Last: t.last, Bytes: t.bytes})
 			delete(seen, k)
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var wg sync.WaitGroup
 	for i := range n {
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: 5 * time.Second}))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		defer cc.Close()
-		s, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+		ads := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc)
 		node := &corev3.Node{Id: fmt.Sprintf("bench-%d", i)}
-		var smu sync.Mutex
-		ask := func(typ, version, nonce string) {
-			smu.Lock()
-			defer smu.Unlock()
-			_ = s.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: typ, ResourceNames: []string{name}, VersionInfo: version, ResponseNonce: nonce})
-		}
-		for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
-			ask(typ, "", "")
-		}
-		go func() {
-			for {
-				r, err := s.Recv()
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				s, err := ads.StreamAggregatedResources(ctx, grpc.WaitForReady(true))
 				if err != nil {
-					return
-				}
-				ask(r.TypeUrl, r.VersionInfo, r.Nonce)
-				if r.TypeUrl != resource.EndpointType {
 					continue
 				}
-				for _, a := range r.Resources {
-					var cla endpointv3.ClusterLoadAssignment
-					if a.UnmarshalTo(&cla) != nil {
+				ask := func(typ, version, nonce string) {
+					_ = s.Send(&discoverygrpc.DiscoveryRequest{Node: node, TypeUrl: typ, ResourceNames: []string{name}, VersionInfo: version, ResponseNonce: nonce})
+				}
+				for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType} {
+					ask(typ, "", "")
+				}
+				for {
+					r, err := s.Recv()
+					if err != nil {
+						break
+					}
+					ask(r.TypeUrl, r.VersionInfo, r.Nonce)
+					if r.TypeUrl != resource.EndpointType {
 						continue
 					}
-					if k, ok := marker(&cla); ok {
-						got(k, proto.Size(r))
+					for _, a := range r.Resources {
+						var cla endpointv3.ClusterLoadAssignment
+						if a.UnmarshalTo(&cla) != nil {
+							continue
+						}
+						if k, ok := marker(&cla); ok {
+							got(i, k, proto.Size(r))
+						}
 					}
 				}
 			}
-		}()
+		})
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the benchmark closes stdin
+	cancel()
+	wg.Wait()
 	return 0
 }
 
@@ -403,5 +412,92 @@ func BenchmarkBytesPerChange(b *testing.B) {
 			}
 			b.ReportMetric(float64(bytes), "B/change")
 		})
+	}
+}
+
+// resubscribeRun restarts a server under n client streams (a new server,
+// and a new hub as a restarted process has, on the same address) and
+// returns, per restart, the time until every client holds the current
+// assignment again, and the peak of the process's heap and stacks in use
+// meanwhile (sampled every 5 ms).
+func resubscribeRun(tb testing.TB, n, size, restarts int) (times []time.Duration, peaks []int, steady memory) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	srv := newDiscoBench(tb, lis, size)
+	defer func() { srv.stop() }()
+	clients := startBenchClients(tb, addr, n)
+	clients.wait(tb, 0)
+	steady = memoryNow()
+	for range restarts {
+		srv.stop()
+		runtime.GC()
+		var peak atomic.Int64
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			var m runtime.MemStats
+			for {
+				runtime.ReadMemStats(&m)
+				if v := int64(m.HeapInuse + m.StackInuse); v > peak.Load() {
+					peak.Store(v)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+		var lis net.Listener
+		for range 100 {
+			if lis, err = net.Listen("tcp", addr); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err != nil {
+			tb.Fatal(err)
+		}
+		at := time.Now()
+		srv = newDiscoBench(tb, lis, size)
+		u := clients.wait(tb, 0) // every client holds update 0 again
+		close(stop)
+		<-sampled
+		times = append(times, time.Unix(0, u.Last).Sub(at))
+		peaks = append(peaks, int(peak.Load()))
+	}
+	return times, peaks, steady
+}
+
+// BenchmarkThousandResubscribes: the relay restarted under 1,000 xDS
+// streams, which all come back at once and subscribe again (a mass
+// resubscribe has taken down a mesh control plane before): the time until
+// every client holds the current endpoints, and the peak memory.
+//
+//	go test -run '^$' -bench BenchmarkThousandResubscribes -benchtime 5x ./sinks/xds
+func BenchmarkThousandResubscribes(b *testing.B) {
+	const n, size = 1000, 100
+	start := memoryNow()
+	times, peaks, steady := resubscribeRun(b, n, size, b.N)
+	slices.Sort(times)
+	slices.Sort(peaks)
+	b.ReportMetric(float64(times[len(times)/2].Milliseconds()), "ms-p50-all-current")
+	b.ReportMetric(float64(times[len(times)-1].Milliseconds()), "ms-max-all-current")
+	b.ReportMetric(float64(steady.heap+steady.stack-start.heap-start.stack)/(1<<20), "MiB-steady")
+	b.ReportMetric(float64(peaks[len(peaks)-1]-start.heap-start.stack)/(1<<20), "MiB-peak")
+}
+
+// The short version of BenchmarkThousandResubscribes for make test: the
+// server restarted twice under 100 client streams (in a process of their
+// own, coming back together); every client holds the current assignment
+// again each time. No timing.
+func TestMassResubscribe(t *testing.T) {
+	times, _, _ := resubscribeRun(t, 100, 20, 2)
+	if len(times) != 2 {
+		t.Fatalf("%d restarts converged, want 2", len(times))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -254,14 +255,18 @@ func (s *Server) callbacks() serverv3.CallbackFuncs {
 			return s.subscribe(id, req.GetTypeUrl(), req.GetResourceNames(), true, nil)
 		},
 		StreamResponseFunc: func(_ context.Context, id int64, req *discoverygrpc.DiscoveryRequest, _ *discoverygrpc.DiscoveryResponse) {
-			s.pushed(id, req.GetTypeUrl())
+			s.pushed(id, req.GetTypeUrl(), req.GetResourceNames()) // a state-of-the-world response holds what was asked
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
 			s.reply(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			return s.subscribe(id, req.GetTypeUrl(), req.GetResourceNamesSubscribe(), false, req.GetResourceNamesUnsubscribe())
 		},
-		StreamDeltaResponseFunc: func(id int64, req *discoverygrpc.DeltaDiscoveryRequest, _ *discoverygrpc.DeltaDiscoveryResponse) {
-			s.pushed(id, req.GetTypeUrl())
+		StreamDeltaResponseFunc: func(id int64, req *discoverygrpc.DeltaDiscoveryRequest, resp *discoverygrpc.DeltaDiscoveryResponse) {
+			names := make([]string, len(resp.GetResources()))
+			for i, r := range resp.GetResources() {
+				names[i] = r.GetName()
+			}
+			s.pushed(id, req.GetTypeUrl(), names)
 		},
 	}
 }
@@ -332,40 +337,63 @@ func (s *Server) subscribe(id int64, typ string, names []string, full bool, remo
 		cur = map[string]bool{}
 		st.names[typ] = cur
 	}
-	next := make(map[string]bool, len(names))
-	if !full {
+	// Delta: only the names a request adds or removes (an ACK names none),
+	// so a stream's request costs what it changes, not what it holds.
+	var add, drop []string
+	if full {
+		next := make(map[string]bool, len(names))
+		for _, n := range names {
+			if n != "*" {
+				next[n] = true
+			}
+		}
+		for n := range next {
+			if !cur[n] {
+				add = append(add, n)
+			}
+		}
 		for n := range cur {
-			next[n] = true
+			if !next[n] {
+				drop = append(drop, n)
+			}
 		}
+	} else {
+		gone := map[string]bool{}
 		for _, n := range removed {
-			delete(next, n)
+			if cur[n] {
+				gone[n] = true
+			}
+		}
+		for _, n := range names {
+			if n != "*" && (!cur[n] || gone[n]) {
+				if gone[n] {
+					delete(gone, n) // removed and added again: kept
+					continue
+				}
+				add = append(add, n)
+			}
+		}
+		for n := range gone {
+			drop = append(drop, n)
 		}
 	}
-	for _, n := range names {
-		if n != "*" {
-			next[n] = true
-		}
-	}
-	if len(next) > s.cfg.maxPerStream {
+	add = slices.Compact(slices.Sorted(slices.Values(add)))
+	if total := len(cur) + len(add) - len(drop); total > s.cfg.maxPerStream {
 		s.log.Warn("xds: a stream asks for too many resources; ending it", zap.Int64("stream", id),
-			zap.String("type", typeNames[typ]), zap.Int("names", len(next)), zap.Int("limit", s.cfg.maxPerStream))
+			zap.String("type", typeNames[typ]), zap.Int("names", total), zap.Int("limit", s.cfg.maxPerStream))
 		return status.Errorf(codes.ResourceExhausted, "xds: %d %s resources asked for on one stream, over the limit of %d (WithMaxResourcesPerStream)",
-			len(next), typeNames[typ], s.cfg.maxPerStream)
+			total, typeNames[typ], s.cfg.maxPerStream)
 	}
-	for n := range next {
-		if !cur[n] {
-			cur[n] = true
-			s.acquireLocked(typ, n)
-		}
+	for _, n := range add {
+		cur[n] = true
+		s.acquireLocked(typ, n)
 	}
-	for n := range cur {
-		if !next[n] {
-			delete(cur, n)
-			s.updatedMu.Lock()
-			delete(st.sent, n)
-			s.updatedMu.Unlock()
-			s.releaseLocked(typ, n)
-		}
+	for _, n := range drop {
+		delete(cur, n)
+		s.updatedMu.Lock()
+		delete(st.sent, n)
+		s.updatedMu.Unlock()
+		s.releaseLocked(typ, n)
 	}
 	return nil
 }
@@ -557,8 +585,9 @@ func (s *Server) markUpdated(name string) {
 }
 
 // pushed counts a response, and for assignments the time from the changes
-// it carries to now.
-func (s *Server) pushed(id int64, typ string) {
+// it carries to now: it looks at the names the response holds, not at
+// everything the stream subscribes to.
+func (s *Server) pushed(id int64, typ string, names []string) {
 	s.m.pushes.WithLabelValues(typeNames[typ]).Inc()
 	if typ != resource.EndpointType {
 		return
@@ -566,13 +595,10 @@ func (s *Server) pushed(id int64, typ string) {
 	now := time.Now()
 	s.mu.Lock()
 	st := s.streams[id]
-	var names []string
-	if st != nil {
-		for n := range st.names[typ] {
-			names = append(names, n)
-		}
-	}
 	s.mu.Unlock()
+	if st == nil {
+		return
+	}
 	s.updatedMu.Lock()
 	defer s.updatedMu.Unlock()
 	for _, n := range names {

@@ -16,26 +16,34 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/sinks/xds"
 )
 
 // watcher is a raw ADS stream subscribed to one assignment, ACKing every
-// response and keeping the last one's addresses and how many came.
+// response and keeping the last one's addresses, how many came and their
+// bytes.
 type watcher struct {
-	name string
-	mu   sync.Mutex
-	addr []string
-	n    int
-	done chan struct{}
+	name  string
+	mu    sync.Mutex
+	addr  []string
+	n     int
+	bytes int
+	done  chan struct{}
 }
 
 func (f *fixture) watch(ctx context.Context, name string) *watcher {
 	f.t.Helper()
-	s, err := f.adsConn().StreamAggregatedResources(ctx)
+	return rawWatch(f.t, ctx, f.adsConn(), name)
+}
+
+func rawWatch(tb testing.TB, ctx context.Context, ads discoverygrpc.AggregatedDiscoveryServiceClient, name string) *watcher {
+	tb.Helper()
+	s, err := ads.StreamAggregatedResources(ctx)
 	if err != nil {
-		f.t.Fatal(err)
+		tb.Fatal(err)
 	}
 	w := &watcher{name: name, done: make(chan struct{})}
 	ask := func(ver, nonce string) error {
@@ -43,7 +51,7 @@ func (f *fixture) watch(ctx context.Context, name string) *watcher {
 			ResourceNames: []string{name}, VersionInfo: ver, ResponseNonce: nonce})
 	}
 	if err := ask("", ""); err != nil {
-		f.t.Fatal(err)
+		tb.Fatal(err)
 	}
 	go func() {
 		defer close(w.done)
@@ -66,7 +74,7 @@ func (f *fixture) watch(ctx context.Context, name string) *watcher {
 			}
 			slices.Sort(addrs)
 			w.mu.Lock()
-			w.addr, w.n = addrs, w.n+1
+			w.addr, w.n, w.bytes = addrs, w.n+1, w.bytes+proto.Size(r)
 			w.mu.Unlock()
 			if ask(r.VersionInfo, r.Nonce) != nil {
 				return

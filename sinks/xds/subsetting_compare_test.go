@@ -1,18 +1,27 @@
 package xds_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"math/rand"
+	"net"
 	"slices"
 	"testing"
+	"time"
 
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/randomsubsetting"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 
+	"github.com/disco-lb/disco/core"
+	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/core/route"
+	"github.com/disco-lb/disco/sinks/xds"
 )
 
 // The subsetting figures of issue 26, computed in one run with the real
@@ -282,4 +291,104 @@ func TestSubsettingMethodsCompared(t *testing.T) {
 			t.Errorf("%s moved %+v: a rendezvous hash moves about one backend's worth", n, f)
 		}
 	}
+}
+
+// BenchmarkSubsetBytesPerChange: what 100 clients of a 10,000-endpoint
+// target receive when one endpoint is replaced by another (a rollout
+// step), with every endpoint each and with subsets of 20 (WithSubsetSize):
+// bytes per client per change, and how many of the 100 hear of it.
+//
+//	go test -run '^$' -bench BenchmarkSubsetBytesPerChange -benchtime 20x ./sinks/xds
+func BenchmarkSubsetBytesPerChange(b *testing.B) {
+	const size, nClients, k = 10_000, 100, 20
+	for _, mode := range []string{"all", "subset=20"} {
+		b.Run(mode, func(b *testing.B) {
+			eps := subsetEndpointsAt(0, size)
+			tg := core.Target{Name: "greeter"}
+			src := coretest.NewStatic(map[core.Target]core.Set{tg: coretest.Set(b, eps...)})
+			hub := coretest.Hub(b, src)
+			srv := must(xds.New(hub, xds.WithTargetParser(byName), xds.WithSubsetSize(func(core.Target) int { return k })))
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); _ = srv.Serve(ctx, lis) }()
+			cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ads := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc)
+			var ws []*watcher
+			for i := range nClients {
+				name := "greeter"
+				if mode != "all" {
+					name = fmt.Sprintf("greeter?client=pod-%d", i)
+				}
+				ws = append(ws, rawWatch(b, ctx, ads, name))
+			}
+			marker := rawWatch(b, ctx, ads, "greeter") // hears every change, after the subsets are stored
+			defer func() {
+				cancel()
+				for _, w := range append(ws, marker) {
+					<-w.done
+				}
+				cc.Close()
+				<-done
+				srv.Close()
+			}()
+			waitFor := func(w *watcher, n int) {
+				for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Millisecond) {
+					if _, got := w.last(); got >= n {
+						return
+					}
+					if time.Now().After(deadline) {
+						b.Fatalf("%s never got response %d", w.name, n)
+					}
+				}
+			}
+			for _, w := range ws {
+				waitFor(w, 1)
+			}
+			waitFor(marker, 1)
+			settle := func() (bytes, responses int) {
+				prev := -1
+				for {
+					time.Sleep(300 * time.Millisecond)
+					bytes, responses = 0, 0
+					for _, w := range ws {
+						w.mu.Lock()
+						bytes, responses = bytes+w.bytes, responses+w.n
+						w.mu.Unlock()
+					}
+					if responses == prev {
+						return bytes, responses
+					}
+					prev = responses
+				}
+			}
+			bytes0, responses0 := settle()
+			b.ResetTimer()
+			for i := range b.N {
+				eps[i] = subsetEndpointsAt(size+i, 1)[0]
+				src.Set(tg, coretest.Set(b, eps...))
+				waitFor(marker, i+2)
+			}
+			b.StopTimer()
+			bytes, responses := settle()
+			b.ReportMetric(float64(bytes-bytes0)/float64(b.N*nClients), "B/client/change")
+			b.ReportMetric(float64(responses-responses0)/float64(b.N), "clients-reached/change")
+		})
+	}
+}
+
+func subsetEndpointsAt(from, n int) []*core.Endpoint {
+	eps := make([]*core.Endpoint, n)
+	for i := range eps {
+		j := from + i
+		eps[i] = &core.Endpoint{ID: fmt.Sprintf("pod-%d", j), Addresses: []string{fmt.Sprintf("10.%d.%d.%d", 1+j>>16, (j>>8)&255, j&255)}, Port: 8080}
+	}
+	return eps
 }

@@ -241,7 +241,7 @@ type serviceSlices struct {
 	log *zap.Logger
 
 	cancel context.CancelFunc
-	done   chan struct{}
+	wg     sync.WaitGroup // the slices loop and the Service lookup
 
 	mu      sync.Mutex
 	in      *interner
@@ -274,7 +274,6 @@ func newServiceSlices(s *Source, k serviceKey) *serviceSlices {
 	ss := &serviceSlices{
 		src: s, key: k,
 		log:    s.opts.Log.With(zap.String("namespace", k.namespace), zap.String("service", k.name)),
-		done:   make(chan struct{}),
 		in:     newInterner(),
 		slices: map[string]*sliceData{},
 		views:  map[*targetView]struct{}{},
@@ -297,17 +296,15 @@ func (ss *serviceSlices) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	ss.cancel = cancel
 	ss.log.Info("kubernetes: watching endpointslices", zap.String("selector", ss.selector()))
-	var wg sync.WaitGroup
-	wg.Go(func() { ss.loop(ctx, ss.sliceLoop()) })
+	ss.wg.Go(func() { ss.loop(ctx, ss.sliceLoop()) })
 	if ss.src.opts.serviceLookup {
-		wg.Go(func() { ss.watchService(ctx) })
+		ss.wg.Go(func() { ss.watchService(ctx) })
 	}
-	go func() { wg.Wait(); close(ss.done) }()
 }
 
 func (ss *serviceSlices) stop() {
 	ss.cancel()
-	<-ss.done
+	ss.wg.Wait()
 	ss.src.metrics.forgetService(ss.key)
 	ss.log.Info("kubernetes: stopped watching endpointslices")
 }
