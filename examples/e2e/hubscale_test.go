@@ -40,7 +40,7 @@ import (
 // to disco's resolver (one resolver per target, as ClientConns have, whose
 // ClientConn records the endpoints it is given; nothing is dialed).
 //
-//	go test -run '^$' -bench BenchmarkThousandTargets -benchtime 20x -timeout 30m ./e2e
+//	go test -run '^$' -bench BenchmarkThousandTargets -benchtime 20x -count 3 -timeout 30m ./e2e
 
 // scaleServices creates Services svc-0.. in namespace ns with one slice
 // each of sizes[i] endpoints (addresses from 10.64.0.0, never dialed).

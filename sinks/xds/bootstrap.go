@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -87,7 +88,14 @@ func (b Bootstrap) JSON() ([]byte, error) {
 	if len(params) > 0 {
 		doc["client_default_listener_resource_name_template"] = "%s?" + strings.Join(params, "&")
 	}
-	return json.MarshalIndent(doc, "", "  ")
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // "%s?zone=z&client=c" as written, not \u0026
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(doc); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
 // Write writes the bootstrap document to path (mode 0644).

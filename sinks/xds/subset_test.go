@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -275,5 +276,49 @@ func (f *fixture) noNACKIfAny() {
 	f.t.Helper()
 	if n := f.metric("disco_xds_replies_total", "nack"); n > 0 {
 		f.t.Fatalf("clients NACKed %v responses", n)
+	}
+}
+
+// The README's Kubernetes bootstrap (GRPC_XDS_BOOTSTRAP_CONFIG with the
+// kubelet's $(POD_NAME)) is what Bootstrap{Client} writes for that pod,
+// once the kubelet has substituted the name.
+func TestReadmeKubernetesBootstrap(t *testing.T) {
+	data, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	i := strings.Index(text, "- name: GRPC_XDS_BOOTSTRAP_CONFIG")
+	if i < 0 {
+		t.Fatal("README: no GRPC_XDS_BOOTSTRAP_CONFIG example")
+	}
+	start := strings.Index(text[i:], "value: '") + i + len("value: '")
+	end := strings.Index(text[start:], "'") + start
+	raw := strings.ReplaceAll(text[start:end], "$(POD_NAME)", "pod-7")
+	type doc struct {
+		Servers []struct {
+			URI      string   `json:"server_uri"`
+			Features []string `json:"server_features"`
+			Creds    []struct {
+				Type string `json:"type"`
+			} `json:"channel_creds"`
+		} `json:"xds_servers"`
+		Node struct {
+			ID       string          `json:"id"`
+			Locality json.RawMessage `json:"locality"`
+		} `json:"node"`
+		Template string `json:"client_default_listener_resource_name_template"`
+	}
+	var got, want doc
+	if err := json.Unmarshal([]byte(raw), &got); err != nil {
+		t.Fatalf("README bootstrap: %v\n%s", err, raw)
+	}
+	if err := json.Unmarshal(must(xds.Bootstrap{ServerURI: "xds-server.demo.svc:18000", NodeID: "pod-7", Client: "pod-7"}.JSON()), &want); err != nil {
+		t.Fatal(err)
+	}
+	if got.Template != want.Template || got.Node.ID != want.Node.ID || got.Node.Locality == nil ||
+		len(got.Servers) != 1 || got.Servers[0].URI != want.Servers[0].URI || got.Servers[0].Creds[0].Type != "insecure" ||
+		!slices.Equal(got.Servers[0].Features, want.Servers[0].Features) {
+		t.Fatalf("README bootstrap %+v, Bootstrap writes %+v", got, want)
 	}
 }

@@ -133,10 +133,11 @@ func LoadConfig(path string) (*rest.Config, string, error) {
 // namespace and a port (see ParseTarget). Targets of one service share one
 // watch of its slices, started with the first and stopped with the last.
 type Source struct {
-	client   k8s.Interface
-	opts     options
-	metrics  *metrics
-	services *kit.Shared[serviceKey, *serviceSlices] // one reflector per watched service
+	client     k8s.Interface
+	opts       options
+	metrics    *metrics
+	services   *kit.Shared[serviceKey, *serviceSlices] // one reflector per watched service
+	namespaces *kit.Shared[string, *nsServices]        // one Services watch per namespace of them
 }
 
 var _ core.Source = (*Source)(nil)
@@ -191,6 +192,11 @@ func NewForClient(client k8s.Interface, opts ...Option) (*Source, error) {
 		ss.start()
 		return ss
 	}, func(_ serviceKey, ss *serviceSlices) { ss.stop() }, 0)
+	src.namespaces = kit.NewShared(func(ns string, _ <-chan struct{}) *nsServices {
+		n := newNSServices(src, ns)
+		n.start()
+		return n
+	}, func(_ string, n *nsServices) { n.stop() }, 0)
 	return src, nil
 }
 
@@ -230,8 +236,9 @@ func (s *Source) Watch(ctx context.Context, t core.Target, pub core.Publisher) e
 	return nil
 }
 
-// serviceSlices watches the EndpointSlices of one service (and the Service
-// itself) and keeps a view per watched target (port). It runs its own
+// serviceSlices watches the EndpointSlices of one service, learns whether
+// the Service exists from its namespace's nsServices (or looks it up
+// alone), and keeps a view per watched target (port). It runs its own
 // list-and-watch loops rather than client-go's Reflector, to control what a
 // failure means: the state goes stale at once, and a recovered API server
 // is relisted as soon as it answers, whatever backoff had built up.
@@ -240,7 +247,9 @@ type serviceSlices struct {
 	key serviceKey
 	log *zap.Logger
 
+	ctx    context.Context // ends with stop
 	cancel context.CancelFunc
+	ns     *nsServices    // the namespace's Services watch; nil when looked up alone or off
 	wg     sync.WaitGroup // the slices loop and the Service lookup
 
 	mu      sync.Mutex
@@ -296,15 +305,35 @@ func (ss *serviceSlices) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	ss.cancel = cancel
 	ss.log.Info("kubernetes: watching endpointslices", zap.String("selector", ss.selector()))
-	ss.wg.Go(func() { ss.loop(ctx, ss.sliceLoop()) })
+	ss.ctx = ctx
+	ss.wg.Go(func() { ss.src.loop(ctx, ss.sliceLoop()) })
 	if ss.src.opts.serviceLookup {
-		ss.wg.Go(func() { ss.watchService(ctx) })
+		// The namespace's one watch of Services says whether this one
+		// exists; where it may not, the Service is looked up on its own.
+		ns, err := ss.src.namespaces.Acquire(ss.key.namespace)
+		if err == nil && ns.add(ss) {
+			ss.ns = ns
+		} else {
+			ss.lookUpAlone()
+		}
 	}
 }
 
+// lookUpAlone starts the Service's own lookup. Called before stop, never
+// after it has begun (nsServices calls it under its lock, for subscribers).
+func (ss *serviceSlices) lookUpAlone() {
+	ss.wg.Go(func() { ss.watchService(ss.ctx) })
+}
+
 func (ss *serviceSlices) stop() {
+	if ss.ns != nil {
+		ss.ns.remove(ss) // no lookUpAlone after this
+	}
 	ss.cancel()
 	ss.wg.Wait()
+	if ss.ns != nil {
+		ss.src.namespaces.Release(ss.key.namespace)
+	}
 	ss.src.metrics.forgetService(ss.key)
 	ss.log.Info("kubernetes: stopped watching endpointslices")
 }
@@ -326,7 +355,7 @@ type listWatch struct {
 // Gone relists at once, and a failure marks the state stale and relists
 // after a jittered backoff (so the state is reconciled exactly before it is
 // fresh again).
-func (ss *serviceSlices) loop(ctx context.Context, lw listWatch) {
+func (s *Source) loop(ctx context.Context, lw listWatch) {
 	rv := ""
 	attempt, short := 0, 0
 	for ctx.Err() == nil {
@@ -340,7 +369,7 @@ func (ss *serviceSlices) loop(ctx context.Context, lw listWatch) {
 				if lw.stop != nil && lw.stop(err) {
 					return
 				}
-				if !ss.wait(ctx, attempt, err) {
+				if !s.wait(ctx, attempt, err) {
 					return
 				}
 				attempt++
@@ -366,14 +395,14 @@ func (ss *serviceSlices) loop(ctx context.Context, lw listWatch) {
 				return
 			}
 			rv = "" // reconcile with a complete list before the state is fresh again
-			if !ss.wait(ctx, attempt, err) {
+			if !s.wait(ctx, attempt, err) {
 				return
 			}
 			attempt++
 			continue
 		}
 		began := time.Now()
-		next, events, err := ss.consume(ctx, w, rv, lw)
+		next, events, err := s.consume(ctx, w, rv, lw)
 		w.Stop()
 		if ctx.Err() != nil {
 			return
@@ -392,7 +421,7 @@ func (ss *serviceSlices) loop(ctx context.Context, lw listWatch) {
 			// Watches keep ending at once although the server answers:
 			// back off rather than spin.
 			rv = next
-			if !ss.wait(ctx, attempt, errShortWatches) {
+			if !s.wait(ctx, attempt, errShortWatches) {
 				return
 			}
 			attempt++
@@ -403,7 +432,7 @@ func (ss *serviceSlices) loop(ctx context.Context, lw listWatch) {
 		default:
 			lw.fail("watch", err)
 			rv = ""
-			if !ss.wait(ctx, attempt, err) {
+			if !s.wait(ctx, attempt, err) {
 				return
 			}
 			attempt++
@@ -417,7 +446,7 @@ var errShortWatches = apierrors.NewServiceUnavailable("watches end at once")
 // consume applies a watch's events until it ends; it returns the last
 // resource version seen, how many events came, and the error of an ERROR
 // event.
-func (ss *serviceSlices) consume(ctx context.Context, w watch.Interface, rv string, lw listWatch) (string, int, error) {
+func (s *Source) consume(ctx context.Context, w watch.Interface, rv string, lw listWatch) (string, int, error) {
 	events := 0
 	for {
 		select {
@@ -463,8 +492,8 @@ func answered(err error) bool {
 // it answers, so a recovered server is relisted at once whatever backoff had
 // built up; a server that answered with an error is left alone for the whole
 // backoff. It returns false when ctx ends.
-func (ss *serviceSlices) wait(ctx context.Context, attempt int, err error) bool {
-	deadline := time.Now().Add(ss.src.opts.Backoff.Delay(attempt))
+func (s *Source) wait(ctx context.Context, attempt int, err error) bool {
+	deadline := time.Now().Add(s.opts.Backoff.Delay(attempt))
 	probe := !answered(err)
 	for {
 		left := time.Until(deadline)
@@ -482,7 +511,7 @@ func (ss *serviceSlices) wait(ctx context.Context, attempt int, err error) bool 
 			return false
 		case <-t.C:
 		}
-		if probe && ss.src.ready(ctx) {
+		if probe && s.ready(ctx) {
 			return true
 		}
 	}
@@ -708,24 +737,32 @@ func (ss *serviceSlices) fail(verb string, err error) {
 
 // classify turns an API error into a core error that says what to do.
 func (ss *serviceSlices) classify(verb, resource, grant string, err error) error {
+	return classify(ss.key.namespace, verb, resource, grant, err)
+}
+
+// classify turns an API error about resource in namespace ns into a core
+// error that says what to do (nil for a canceled context).
+func classify(ns, verb, resource, grant string, err error) error {
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	switch {
 	case apierrors.IsForbidden(err):
 		return fmt.Errorf("kubernetes: forbidden to %s %s in namespace %s: grant verbs %s on %s to this client's ServiceAccount with a Role (see README, RBAC): %v: %w",
-			verb, resource, ss.key.namespace, grant, resource, err, core.ErrForbidden)
+			verb, resource, ns, grant, resource, err, core.ErrForbidden)
 	case apierrors.IsUnauthorized(err):
 		return fmt.Errorf("kubernetes: %s %s in namespace %s: credentials rejected (expired or wrong token?): %v: %w",
-			verb, resource, ss.key.namespace, err, core.ErrForbidden)
+			verb, resource, ns, err, core.ErrForbidden)
 	default:
-		return fmt.Errorf("kubernetes: %s %s in namespace %s: %v: %w", verb, resource, ss.key.namespace, err, core.ErrUnavailable)
+		return fmt.Errorf("kubernetes: %s %s in namespace %s: %v: %w", verb, resource, ns, err, core.ErrUnavailable)
 	}
 }
 
-// watchService follows the Service object: list and watch of that one name,
-// or, if that is not allowed, get every recheck interval; if get is not
-// allowed either, the check is off.
+// watchService follows the Service object on its own, where the source may
+// not list and watch every Service of the namespace (a Role restricted by
+// resourceNames): list and watch of that one name, or, if that is not
+// allowed, get every recheck interval; if get is not allowed either, the
+// check is off.
 func (ss *serviceSlices) watchService(ctx context.Context) {
 	api := ss.src.client.CoreV1().Services(ss.key.namespace)
 	field := "metadata.name=" + ss.key.name
@@ -756,7 +793,7 @@ func (ss *serviceSlices) watchService(ctx context.Context) {
 		stop: func(error) bool { return forbidden },
 	}
 	bind(&lw, api.List, api.Watch, metav1.ListOptions{FieldSelector: field})
-	ss.loop(ctx, lw)
+	ss.src.loop(ctx, lw)
 	if !forbidden || ctx.Err() != nil {
 		return
 	}

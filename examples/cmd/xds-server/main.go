@@ -63,19 +63,20 @@ func main() {
 	cert := flag.String("tls-cert", "", "the server's TLS certificate (PEM); with -tls-key")
 	key := flag.String("tls-key", "", "the server's TLS key (PEM)")
 	clientCA := flag.String("client-ca", "", "CA (PEM) that clients' certificates must chain to: mTLS")
+	subset := flag.Int("subset", 0, "give each client that names itself (bootstrap -client) this many endpoints of a target, balanced across clients (0: all)")
 	flag.Parse()
 	log, _ := zap.NewProduction()
 	defer func() { _ = log.Sync() }()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := serve(ctx, log, *listen, *kubeconfig, *metrics, *cert, *key, *clientCA); err != nil {
+	if err := serve(ctx, log, *listen, *kubeconfig, *metrics, *cert, *key, *clientCA, *subset); err != nil {
 		log.Error("xds-server failed", zap.Error(err))
 		_ = log.Sync()
 		os.Exit(1)
 	}
 }
 
-func serve(ctx context.Context, log *zap.Logger, listen, kubeconfig, metricsAddr, cert, key, clientCA string) error {
+func serve(ctx context.Context, log *zap.Logger, listen, kubeconfig, metricsAddr, cert, key, clientCA string, subset int) error {
 	opts := []grpc.ServerOption{
 		// Clients keep their stream for hours: let their keepalive pings
 		// through, and find dead ones.
@@ -104,7 +105,14 @@ func serve(ctx context.Context, log *zap.Logger, listen, kubeconfig, metricsAddr
 		return err
 	}
 	defer hub.Close()
-	srv, err := xds.New(hub, xds.WithLogger(log), xds.WithRegisterer(reg), xds.WithServerOptions(opts...))
+	if subset < 0 {
+		return fmt.Errorf("-subset %d: want 0 (every endpoint) or more", subset)
+	}
+	xopts := []xds.Option{xds.WithLogger(log), xds.WithRegisterer(reg), xds.WithServerOptions(opts...)}
+	if subset > 0 {
+		xopts = append(xopts, xds.WithSubsetSize(func(core.Target) int { return subset }))
+	}
+	srv, err := xds.New(hub, xopts...)
 	if err != nil {
 		return err
 	}
@@ -170,13 +178,14 @@ func bootstrap(args []string) error {
 	server := fs.String("server", "", "this server's address as clients dial it (host:port), required")
 	zone := fs.String("zone", "", "the client's zone: its own zone's pods first")
 	node := fs.String("node", "", "the client's node id, for the server's logs")
+	client := fs.String("client", "", "the client's own id (its pod name): it gets its subset when the server subsets (-subset)")
 	ca := fs.String("ca", "", "CA (PEM) the server's certificate chains to: TLS")
 	cert := fs.String("cert", "", "the client's certificate (PEM), with -key: mTLS")
 	key := fs.String("key", "", "the client's key (PEM)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	b := xds.Bootstrap{ServerURI: *server, NodeID: *node, Zone: *zone}
+	b := xds.Bootstrap{ServerURI: *server, NodeID: *node, Zone: *zone, Client: *client}
 	if *ca != "" || *cert != "" || *key != "" {
 		b.TLS = &xds.BootstrapTLS{CAFile: *ca, CertFile: *cert, KeyFile: *key}
 	}
