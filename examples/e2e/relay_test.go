@@ -29,7 +29,7 @@ import (
 // come back (its new connection accepted by the pod; for (c), the watch
 // event).
 //
-//	go test -run '^$' -bench BenchmarkRelay -benchtime 1x -timeout 30m ./e2e
+//	go test -run '^$' -bench BenchmarkRelay -benchtime 1x -count 3 -timeout 40m ./e2e
 
 // connLog records a pod's connections: when each was accepted, and how
 // many are open.
