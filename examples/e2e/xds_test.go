@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/disco-lb/disco/core"
 	"github.com/disco-lb/disco/core/coretest"
 	"github.com/disco-lb/disco/sinks/xds"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
@@ -55,7 +57,7 @@ type xdsServer struct {
 
 // startXDS starts an xDS server for c's API server on addr ("127.0.0.1:0"
 // for any port).
-func (c *cluster) startXDS(t *testing.T, addr string) *xdsServer {
+func (c *cluster) startXDS(t *testing.T, addr string, opts ...xds.Option) *xdsServer {
 	t.Helper()
 	src, err := kubernetes.New(c.cp.AdminConfig())
 	if err != nil {
@@ -63,7 +65,7 @@ func (c *cluster) startXDS(t *testing.T, addr string) *xdsServer {
 	}
 	hub := coretest.Hub(t, src)
 	reg := prometheus.NewRegistry()
-	srv := must(xds.New(hub, xds.WithRegisterer(reg)))
+	srv := must(xds.New(hub, append([]xds.Option{xds.WithRegisterer(reg)}, opts...)...))
 	var lis net.Listener
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if lis, err = net.Listen("tcp", addr); err == nil || time.Now().After(deadline) {
@@ -620,6 +622,87 @@ func TestXDSClientsPreferTheirZone(t *testing.T) {
 		if r.Per[b[0]] == 0 || r.Per[b[1]] == 0 {
 			t.Errorf("%s: calls %v, want zone-b's pods", lang, r.Per)
 		}
+	}
+	if n := x.nacks(); n != 0 {
+		t.Fatalf("%d NACKs", n)
+	}
+}
+
+// Subsetting with clients in three languages: a server giving each client
+// that names itself 2 of 6 pods gives each of the 3 clients (Go, Node,
+// Python, each with a client id in its bootstrap) 2 pods of its own, every
+// pod exactly one client; a rollout step (a pod drained, a new one ready)
+// changes subsets without a failed call, and ends balanced again.
+func TestXDSClientsInThreeLanguagesKeepTheirSubsets(t *testing.T) {
+	c := newCluster(t, 1)
+	x := c.startXDS(t, "127.0.0.1:0", xds.WithSubsetSize(func(core.Target) int { return 2 }))
+	pods := c.startReady("s", 0, 6, "")
+	npmGRPCXDS(t)
+	pythonWithGRPC(t)
+	cs := make(clients, len(xdsLangs))
+	for i, lang := range xdsLangs {
+		path := filepath.Join(t.TempDir(), "bootstrap.json")
+		if err := (xds.Bootstrap{ServerURI: x.addr, NodeID: "e2e-" + lang, Client: "client-" + lang}).Write(path); err != nil {
+			t.Fatal(err)
+		}
+		// One target for all three (Node needs the port by number), so
+		// that one assignment balances them.
+		cs[i] = startXDSClient(t, lang, path, "xds:///greeter.demo:50051")
+	}
+	cs.load(4)
+	// balanced waits until each client calls exactly 2 pods and the three
+	// subsets cover ready, each pod once, and returns the subsets.
+	balanced := func(what string, ready []string) map[string][]string {
+		t.Helper()
+		var subsets map[string][]string
+		for deadline := time.Now().Add(time.Minute); ; {
+			time.Sleep(700 * time.Millisecond)
+			cs.noneFailed(t, what+", settling") // what was counted while it settled
+			time.Sleep(700 * time.Millisecond)
+			subsets = map[string][]string{}
+			clientsOf := map[string]int{}
+			for lang, r := range cs.noneFailed(t, what) {
+				for pod, n := range r.Per {
+					if n > 0 {
+						subsets[lang] = append(subsets[lang], pod)
+						clientsOf[pod]++
+					}
+				}
+				slices.Sort(subsets[lang])
+			}
+			ok := len(clientsOf) == len(ready)
+			for _, p := range ready {
+				ok = ok && clientsOf[p] == 1
+			}
+			for _, lang := range xdsLangs {
+				ok = ok && len(subsets[lang]) == 2
+			}
+			if ok {
+				t.Logf("%s: subsets %v", what, subsets)
+				return subsets
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: subsets %v, want 2 pods each, every one of %v once", what, subsets, ready)
+			}
+		}
+	}
+	before := balanced("6 pods", pods)
+	// A rollout step: the first client's first pod drained, a new one ready.
+	gone := before[xdsLangs[0]][0]
+	c.drain(gone, time.Second)
+	fresh := c.startReady("s", 6, 1, "")
+	ready := append(slices.DeleteFunc(slices.Clone(pods), func(p string) bool { return p == gone }), fresh...)
+	after := balanced("a pod replaced", ready)
+	moved := 0
+	for _, lang := range xdsLangs {
+		for _, p := range after[lang] {
+			if !slices.Contains(before[lang], p) {
+				moved++
+			}
+		}
+	}
+	if moved > 2 {
+		t.Errorf("subsets %v then %v: %d connections moved for one pod replaced, want at most 2", before, after, moved)
 	}
 	if n := x.nacks(); n != 0 {
 		t.Fatalf("%d NACKs", n)
