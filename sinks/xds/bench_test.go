@@ -160,11 +160,15 @@ func marker(cla *endpointv3.ClusterLoadAssignment) (int, bool) {
 	return 0, false
 }
 
+// benchAddr is the IPv4 address of test endpoint i (10.1.0.0 on, one for
+// each i below 2^24).
+func benchAddr(i int) string { return fmt.Sprintf("10.%d.%d.%d", 1+i>>16, (i>>8)&255, i&255) }
+
 // benchSet is size endpoints plus the marker for update k.
 func benchSet(tb testing.TB, size, k int) core.Set {
 	eps := make([]*core.Endpoint, 0, size+1)
 	for i := range size {
-		eps = append(eps, &core.Endpoint{ID: fmt.Sprintf("pod-%d", i), Addresses: []string{fmt.Sprintf("10.%d.%d.%d", 1+i>>16, (i>>8)&255, i&255)}, Port: 8080, Zone: "zone-a"})
+		eps = append(eps, &core.Endpoint{ID: fmt.Sprintf("pod-%d", i), Addresses: []string{benchAddr(i)}, Port: 8080, Zone: "zone-a"})
 	}
 	eps = append(eps, &core.Endpoint{ID: "marker", Addresses: []string{"192.0.2.1"}, Port: uint16(k), Zone: "zone-a"})
 	return coretest.Set(tb, eps...)
@@ -247,7 +251,7 @@ func (p *plainBench) update(k int) {
 				Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}}}})
 	}
 	for i := range p.size {
-		add(fmt.Sprintf("10.%d.%d.%d", 1+i>>16, (i>>8)&255, i&255), 8080)
+		add(benchAddr(i), 8080)
 	}
 	add("192.0.2.1", k)
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: "greeter", Endpoints: []*endpointv3.LocalityLbEndpoints{{

@@ -365,11 +365,11 @@ func (s *Server) subscribe(id int64, typ string, names []string, full bool, remo
 			}
 		}
 		for _, n := range names {
-			if n != "*" && (!cur[n] || gone[n]) {
-				if gone[n] {
-					delete(gone, n) // removed and added again: kept
-					continue
-				}
+			switch {
+			case n == "*":
+			case gone[n]:
+				delete(gone, n) // removed and added again: kept
+			case !cur[n]:
 				add = append(add, n)
 			}
 		}

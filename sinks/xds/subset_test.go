@@ -91,10 +91,11 @@ func (w *watcher) last() ([]string, int) {
 	return w.addr, w.n
 }
 
+// subsetEndpoints is endpoints pod-<from>.. pod-<from+n-1>.
 func subsetEndpoints(from, n int) []*core.Endpoint {
 	eps := make([]*core.Endpoint, n)
 	for i := range eps {
-		eps[i] = &core.Endpoint{ID: fmt.Sprintf("pod-%d", from+i), Addresses: []string{fmt.Sprintf("10.0.0.%d", from+i+1)}, Port: 8080}
+		eps[i] = &core.Endpoint{ID: fmt.Sprintf("pod-%d", from+i), Addresses: []string{benchAddr(from + i)}, Port: 8080}
 	}
 	return eps
 }

@@ -174,7 +174,7 @@ type subsetFigures struct {
 func backendNames(n int) []string {
 	out := make([]string, n)
 	for i := range out {
-		out[i] = fmt.Sprintf("10.%d.%d.%d:8080", 1+i>>16, (i>>8)&255, i&255)
+		out[i] = benchAddr(i) + ":8080"
 	}
 	return out
 }
@@ -303,7 +303,7 @@ func BenchmarkSubsetBytesPerChange(b *testing.B) {
 	const size, nClients, k = 10_000, 100, 20
 	for _, mode := range []string{"all", "subset=20"} {
 		b.Run(mode, func(b *testing.B) {
-			eps := subsetEndpointsAt(0, size)
+			eps := subsetEndpoints(0, size)
 			tg := core.Target{Name: "greeter"}
 			src := coretest.NewStatic(map[core.Target]core.Set{tg: coretest.Set(b, eps...)})
 			hub := coretest.Hub(b, src)
@@ -372,7 +372,7 @@ func BenchmarkSubsetBytesPerChange(b *testing.B) {
 			bytes0, responses0 := settle()
 			b.ResetTimer()
 			for i := range b.N {
-				eps[i] = subsetEndpointsAt(size+i, 1)[0]
+				eps[i] = subsetEndpoints(size+i, 1)[0]
 				src.Set(tg, coretest.Set(b, eps...))
 				waitFor(marker, i+2)
 			}
@@ -382,13 +382,4 @@ func BenchmarkSubsetBytesPerChange(b *testing.B) {
 			b.ReportMetric(float64(responses-responses0)/float64(b.N), "clients-reached/change")
 		})
 	}
-}
-
-func subsetEndpointsAt(from, n int) []*core.Endpoint {
-	eps := make([]*core.Endpoint, n)
-	for i := range eps {
-		j := from + i
-		eps[i] = &core.Endpoint{ID: fmt.Sprintf("pod-%d", j), Addresses: []string{fmt.Sprintf("10.%d.%d.%d", 1+j>>16, (j>>8)&255, j&255)}, Port: 8080}
-	}
-	return eps
 }
