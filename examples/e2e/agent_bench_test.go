@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8s "k8s.io/client-go/kubernetes"
 
 	"github.com/disco-lb/disco/sinks/webhook"
@@ -26,30 +22,13 @@ import (
 //	go test -run '^$' -bench BenchmarkAgent -benchtime 5x ./e2e
 
 // services creates n headless Services svc-0..svc-(n-1) in namespace
-// bench, each with a slice of one endpoint (no pods: the agent only reads).
+// bench, each with a slice of one endpoint (no pods: the agent only reads),
+// and returns them as targets.
 func services(b *testing.B, cs k8s.Interface, n int) []string {
-	ctx := context.Background()
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}, metav1.CreateOptions{}); err != nil {
-		b.Fatal(err)
-	}
-	var targets []string
-	port, proto, ready := int32(80), corev1.ProtocolTCP, true
-	name := "http"
-	for i := range n {
-		svc := fmt.Sprintf("svc-%d", i)
-		if _, err := cs.CoreV1().Services("bench").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: svc},
-			Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}, metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := cs.DiscoveryV1().EndpointSlices("bench").Create(ctx, &discoveryv1.EndpointSlice{
-			ObjectMeta:  metav1.ObjectMeta{Name: svc + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
-			AddressType: discoveryv1.AddressTypeIPv4,
-			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{fmt.Sprintf("10.1.%d.%d", i/250, 1+i%250)}, Conditions: discoveryv1.EndpointConditions{Ready: &ready}}},
-			Ports:       []discoveryv1.EndpointPort{{Name: &name, Port: &port, Protocol: &proto}},
-		}, metav1.CreateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-		targets = append(targets, svc+".bench:http")
+	scaleServices(b, cs, "bench", slices.Repeat([]int{1}, n))
+	targets := make([]string, n)
+	for i := range targets {
+		targets[i] = fmt.Sprintf("svc-%d.bench:http", i)
 	}
 	return targets
 }
@@ -92,10 +71,11 @@ func (ab *agentBench) write(b *testing.B, targets []string) {
 }
 
 // rss is a process's resident memory, from /proc.
-func rss(b *testing.B, pid int) int64 {
+func rss(tb testing.TB, pid int) int64 {
+	tb.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {

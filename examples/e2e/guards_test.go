@@ -1,8 +1,6 @@
 package e2e_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"os"
 	"runtime"
@@ -21,6 +19,7 @@ import (
 	"github.com/disco-lb/disco/sinks/connpool"
 	"github.com/disco-lb/disco/sinks/grpcresolver"
 	kubernetes "github.com/disco-lb/disco/sources/kubernetes"
+	"github.com/disco-lb/disco/sources/kubernetes/kubetest"
 )
 
 // What a process holds: goroutines, open file descriptors, and the API
@@ -33,26 +32,52 @@ func (c *cluster) footprint(t *testing.T) footprint {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := c.cp.AdminClient()
+	watches := int(scrapeAPIServer(t, c.cp).sum("apiserver_longrunning_requests", `resource="endpointslices"`, `verb="WATCH"`))
+	return footprint{goroutines: runtime.NumGoroutine(), fds: len(fds), watches: watches}
+}
+
+// apiMetrics is one scrape of the API server's /metrics: the lines of its
+// samples.
+type apiMetrics []string
+
+func scrapeAPIServer(tb testing.TB, cp *kubetest.ControlPlane) apiMetrics {
+	tb.Helper()
+	cs, err := cp.AdminClient()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	watches := 0
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if strings.HasPrefix(l, "apiserver_longrunning_requests{") && strings.Contains(l, `resource="endpointslices"`) && strings.Contains(l, `verb="WATCH"`) {
-			f := strings.Fields(l)
-			n, _ := strconv.ParseFloat(f[len(f)-1], 64)
-			watches += int(n)
+	var m apiMetrics
+	for _, line := range strings.Split(string(raw), "\n") {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			m = append(m, line)
 		}
 	}
-	return footprint{goroutines: runtime.NumGoroutine(), fds: len(fds), watches: watches}
+	return m
+}
+
+// sum adds up the samples of metric that carry every one of labels
+// (`verb="WATCH"`).
+func (m apiMetrics) sum(metric string, labels ...string) float64 {
+	total := 0.0
+	for _, line := range m {
+		rest, ok := strings.CutPrefix(line, metric)
+		if !ok || rest == "" || (rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		matches := true
+		for _, l := range labels {
+			matches = matches && strings.Contains(rest, l)
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if matches && err == nil {
+			total += v
+		}
+	}
+	return total
 }
 
 // settles waits until the footprint is back within slack goroutines and

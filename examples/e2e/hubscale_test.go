@@ -61,7 +61,7 @@ func scaleServices(tb testing.TB, cs k8s.Interface, ns string, sizes []int) {
 	for range 8 {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < len(sizes); i = int(next.Add(1) - 1) {
-				if err := createScaleService(ctx, cs, ns, i, firsts[i], sizes[i], 0); err != nil {
+				if err := createScaleService(ctx, cs, ns, i, firsts[i], sizes[i]); err != nil {
 					errs <- err
 					return
 				}
@@ -96,7 +96,7 @@ func scaleSlice(ns string, i, first, n int, version uint16) *discoveryv1.Endpoin
 	}
 }
 
-func createScaleService(ctx context.Context, cs k8s.Interface, ns string, i, first, n int, _ int) error {
+func createScaleService(ctx context.Context, cs k8s.Interface, ns string, i, first, n int) error {
 	svc := fmt.Sprintf("svc-%d", i)
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: svc},
 		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}, metav1.CreateOptions{}); err != nil {

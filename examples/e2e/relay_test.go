@@ -223,35 +223,13 @@ type apiCost struct {
 }
 
 func (rf *relayFleet) apiCost(tb testing.TB) apiCost {
-	cs, err := rf.c.cp.AdminClient()
-	if err != nil {
-		tb.Fatal(err)
+	m := scrapeAPIServer(tb, rf.c.cp)
+	sliceLabel := `resource="endpointslices"`
+	return apiCost{
+		watches:    m.sum("apiserver_longrunning_requests", sliceLabel, `verb="WATCH"`),
+		watchBytes: m.sum("apiserver_watch_events_sizes_sum", sliceLabel),
+		cpu:        m.sum("process_cpu_seconds_total"),
 	}
-	raw, err := cs.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var c apiCost
-	for _, line := range strings.Split(string(raw), "\n") {
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 || strings.HasPrefix(line, "#") {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		slicesLabel := strings.Contains(line, `resource="endpointslices"`)
-		switch {
-		case strings.HasPrefix(line, "apiserver_longrunning_requests{") && slicesLabel && strings.Contains(line, `verb="WATCH"`):
-			c.watches += v
-		case strings.HasPrefix(line, "apiserver_watch_events_sizes_sum{") && slicesLabel:
-			c.watchBytes += v
-		case strings.HasPrefix(line, "process_cpu_seconds_total "):
-			c.cpu = v
-		}
-	}
-	return c
 }
 
 // relayFigures are one run's figures.
@@ -331,7 +309,7 @@ func (rf *relayFleet) runRelay(tb testing.TB, mode string, n, changes int) relay
 	cpu := clientsCPU(clients) - cpu0
 	var rssSum float64
 	for _, c := range clients {
-		rssSum += float64(procRSS(c.cmd.Process.Pid)) / (1 << 20)
+		rssSum += float64(rss(tb, c.cmd.Process.Pid)) / (1 << 20)
 	}
 	slices.Sort(lat)
 	if len(lat) == 0 {
@@ -365,21 +343,6 @@ func clientsCPU(cs []*scaleClient) time.Duration {
 		ticks += u + st
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond
-}
-
-// procRSS is a process's resident memory, from /proc.
-func procRSS(pid int) int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 func BenchmarkRelay(b *testing.B) {

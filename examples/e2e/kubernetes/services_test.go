@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,8 +21,9 @@ import (
 )
 
 // requestLog records the requests a source makes of the API server
-// (through rest.Config's WrapTransport): "LIST services ?" or "WATCH
-// endpointslices ?labelSelector=...".
+// (through rest.Config's WrapTransport), as "WATCH services ?" or
+// "GET endpointslices ?labelSelector=...": the method, or WATCH, the last
+// element of the path, and the selectors.
 type requestLog struct {
 	mu   sync.Mutex
 	reqs []string
@@ -28,36 +31,30 @@ type requestLog struct {
 }
 
 func (l *requestLog) RoundTrip(r *http.Request) (*http.Response, error) {
-	verb := "GET"
-	if r.Method != http.MethodGet {
-		verb = r.Method
-	}
-	path := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	res := path[len(path)-1]
+	verb := r.Method
 	q := r.URL.Query()
-	if q.Get("watch") == "true" || q.Get("watch") == "1" {
+	if w := q.Get("watch"); w == "true" || w == "1" {
 		verb = "WATCH"
-	} else if verb == "GET" && len(path) >= 2 && path[len(path)-2] != "namespaces" && !strings.HasSuffix(res, "s") {
-		verb, res = "GET", path[len(path)-2]+"/"+res
-	} else if verb == "GET" {
-		verb = "LIST"
 	}
-	q.Del("watch")
-	q.Del("resourceVersion")
-	q.Del("timeoutSeconds")
-	q.Del("allowWatchBookmarks")
-	q.Del("limit")
+	for _, k := range []string{"watch", "resourceVersion", "timeoutSeconds", "allowWatchBookmarks", "limit"} {
+		q.Del(k)
+	}
 	l.mu.Lock()
-	l.reqs = append(l.reqs, fmt.Sprintf("%s %s ?%s", verb, res, q.Encode()))
+	l.reqs = append(l.reqs, fmt.Sprintf("%s %s ?%s", verb, path.Base(r.URL.Path), q.Encode()))
 	l.mu.Unlock()
 	return l.next.RoundTrip(r)
 }
 
-func (l *requestLog) count(prefix string) int {
+// all returns the requests so far.
+func (l *requestLog) all() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return slices.Clone(l.reqs)
+}
+
+func (l *requestLog) count(prefix string) int {
 	n := 0
-	for _, r := range l.reqs {
+	for _, r := range l.all() {
 		if strings.HasPrefix(r, prefix) {
 			n++
 		}
@@ -70,10 +67,7 @@ func (l *requestLog) waitFor(t *testing.T, prefix string, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); l.count(prefix) < n; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			got := l.count(prefix)
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			t.Fatalf("%d of %q, want %d: %q", got, prefix, n, l.reqs)
+			t.Fatalf("%d of %q, want %d: %q", l.count(prefix), prefix, n, l.all())
 		}
 	}
 }
@@ -117,7 +111,7 @@ func TestServicesWatchedOncePerNamespace(t *testing.T) {
 	log.waitFor(t, "WATCH endpointslices", len(names))
 	log.waitFor(t, "WATCH services", 1)
 	if got := log.count("WATCH services"); got != 1 {
-		t.Fatalf("%d watches of services for %d Services of one namespace, want 1: %q", got, len(names), log.reqs)
+		t.Fatalf("%d watches of services for %d Services of one namespace, want 1: %q", got, len(names), log.all())
 	}
 	if err := e.cs.CoreV1().Services(e.ns).Delete(ctx, "beta", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -186,7 +180,7 @@ func TestServicesOfRestrictedRoleFollowedEachAlone(t *testing.T) {
 	w.waitState(ctx, "both pods", func(s core.State) bool { return hasExactly(s.Endpoints, 50051, ps...) && !s.Stale.IsStale() })
 	for deadline := time.Now().Add(30 * time.Second); log.count("WATCH services ?fieldSelector=metadata.name%3Dgreeter") == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the Service is not watched on its own: %q", log.reqs)
+			t.Fatalf("the Service is not watched on its own: %q", log.all())
 		}
 	}
 	begin := time.Now()
