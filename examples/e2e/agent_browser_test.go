@@ -94,7 +94,7 @@ pipelines:
 			t.Fatalf("endpoint row %d: %+v", i, row)
 		}
 	}
-	waitUntil(t, 20*time.Second, "the webhook sink shown up to date", func() bool {
+	waitFor(t, 20*time.Second, "the webhook sink shown up to date", func() bool {
 		_, rows := load()
 		return strings.Contains(rows[0].Text, "webhook:hooks:demo/greeter:grpc: up to date")
 	})
@@ -106,7 +106,7 @@ pipelines:
 	go func() { defer close(drained); c.drain(names[0], 3*time.Second) }()
 	old := c.fleet.Pod(names[0]).Addr(50051)
 	var seen string
-	waitUntil(t, 20*time.Second, "the draining pod shown terminating", func() bool {
+	waitFor(t, 20*time.Second, "the draining pod shown terminating", func() bool {
 		_, rows := load()
 		for _, r := range rows {
 			if strings.Contains(r.Text, old) && strings.Contains(r.Text, "terminating") && strings.Contains(r.Class, "notready") {
@@ -127,7 +127,7 @@ pipelines:
 		}
 	}
 	<-drained
-	waitUntil(t, 20*time.Second, "the drained pod gone from the page", func() bool {
+	waitFor(t, 20*time.Second, "the drained pod gone from the page", func() bool {
 		_, rows := load()
 		text := ""
 		for _, r := range rows {
